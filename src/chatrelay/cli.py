@@ -1,0 +1,72 @@
+"""`chatrelay serve`: validate configuration, check the database, run uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from chatrelay.config import Settings, load_settings
+from chatrelay.errors import ChatRelayError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatrelay", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+async def _preflight(settings: Settings) -> None:
+    """Open the database and apply migrations before binding the port, to fail in one line."""
+    from chatrelay.storage.database import Database
+    from chatrelay.storage.migrations import apply_migrations
+
+    db = Database(settings.database_url)
+    await db.connect()
+    try:
+        await apply_migrations(db)
+    finally:
+        await db.disconnect()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not 0 < args.port < 65536:
+        print(f"chatrelay: --port must be between 1 and 65535, got {args.port}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = load_settings()
+        asyncio.run(_preflight(settings))
+    except ChatRelayError as exc:
+        print(f"chatrelay: {exc.message}", file=sys.stderr)
+        return 2 if exc.code == "config_error" else 1
+
+    import uvicorn
+
+    from chatrelay.web.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        lifespan="on",
+        proxy_headers=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,210 @@
+"""Settings from the environment (and a `.env` file), validated once at start-up.
+
+Everything else receives a `Settings` value; nothing reads `os.environ` after this.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from chatrelay.errors import ConfigError
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_DATA_DIR = "data"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration of one process. Secrets are kept out of `repr`."""
+
+    openai_base_url: str = DEFAULT_BASE_URL
+    openai_api_key: str | None = field(default=None, repr=False)
+    database_url: str = f"sqlite:///{DEFAULT_DATA_DIR}/chatrelay.db"
+    redis_url: str | None = None
+    api_keys: Mapping[str, str] = field(default_factory=dict, repr=False)  # key -> tenant
+    default_model: str = "gpt-4o-mini"
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    secret_is_random: bool = True
+    shutdown_grace: float = 25.0
+    max_body_bytes: int = 1_048_576
+    max_content_chars: int = 200_000
+    checkpoint_interval: float = 1.0
+    finished_log_ttl: float = 30.0
+    stream_token_ttl: float = 3600.0
+    include_usage: bool = True
+    upstream_connect_timeout: float = 10.0
+    upstream_first_byte_timeout: float = 60.0
+    upstream_idle_timeout: float = 60.0
+    upstream_total_timeout: float = 600.0
+    upstream_max_retries: int = 2
+    upstream_retry_budget: float = 20.0
+    ping_interval: float = 15.0
+    mock_token_delay: float = 0.02
+
+    @property
+    def use_mock_upstream(self) -> bool:
+        return not self.openai_api_key
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def data_dir(self) -> Path:
+        """Where local state (SQLite file, spool) lives."""
+        if self.is_sqlite:
+            path = sqlite_path(self.database_url)
+            if path is not None:
+                return path.parent
+        return Path(DEFAULT_DATA_DIR)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a `sqlite:///…` URL, or None for an in-memory database."""
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    rest = rest.split("?", 1)[0]
+    if rest.startswith("/"):
+        rest = rest[1:]
+    if not rest or rest == ":memory:":
+        return None
+    return Path(rest)
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value < minimum or value != value:
+        raise ConfigError(f"{name} must be >= {minimum}, got {raw!r}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {raw!r}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _database_url(raw: str | None) -> str:
+    if raw is None or raw.strip() == "":
+        return f"sqlite:///{DEFAULT_DATA_DIR}/chatrelay.db"
+    url = raw.strip()
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in {"sqlite", "sqlite+aiosqlite"}:
+        if sqlite_path(url) is None and ":memory:" not in url:
+            raise ConfigError("DATABASE_URL sqlite URL names no file (use sqlite:///path/to.db)")
+        return "sqlite:///" + url.split(":///", 1)[1] if ":///" in url else url
+    if scheme in {"postgresql", "postgres", "postgresql+asyncpg"}:
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018  # raises ValueError on a bad port
+        except ValueError:
+            raise ConfigError("DATABASE_URL has an invalid port") from None
+        if not parts.hostname and "host=" not in parts.query:
+            raise ConfigError("DATABASE_URL postgresql URL names no host")
+        return "postgresql://" + url.split("://", 1)[1]
+    raise ConfigError(
+        "DATABASE_URL must start with sqlite:/// or postgresql:// "
+        f"(got a URL with scheme {scheme or 'none'!r})"
+    )
+
+
+def _http_url(name: str, raw: str | None, default: str) -> str:
+    url = (raw or "").strip() or default
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
+    try:
+        parts.port  # noqa: B018
+    except ValueError:
+        raise ConfigError(f"{name} has an invalid port") from None
+    return url.rstrip("/")
+
+
+def _api_keys(raw: str | None) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    if not raw or not raw.strip():
+        return keys
+    for position, item in enumerate(raw.split(","), start=1):
+        item = item.strip()
+        if not item:
+            continue
+        tenant, sep, key = item.partition(":")
+        if not sep or not tenant.strip() or not key.strip():
+            raise ConfigError(f"CHATRELAY_API_KEYS entry {position} must look like tenant:key")
+        keys[key.strip()] = tenant.strip()
+    return keys
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
+    """Build settings from `environ` (default: the process environment plus `./.env`)."""
+    if environ is None:
+        if dotenv:
+            from dotenv import dotenv_values
+
+            file_values = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+            env: dict[str, str] = {**file_values, **os.environ}
+        else:
+            env = dict(os.environ)
+    else:
+        env = dict(environ)
+
+    secret_raw = env.get("CHATRELAY_SECRET", "").strip()
+    redis_url = env.get("REDIS_URL", "").strip() or None
+    if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("REDIS_URL must start with redis:// or rediss://")
+    api_key = env.get("OPENAI_API_KEY", "").strip() or None
+    default_model = env.get("CHATRELAY_DEFAULT_MODEL", "").strip() or "gpt-4o-mini"
+    return Settings(
+        openai_base_url=_http_url("OPENAI_BASE_URL", env.get("OPENAI_BASE_URL"), DEFAULT_BASE_URL),
+        openai_api_key=api_key,
+        database_url=_database_url(env.get("DATABASE_URL")),
+        redis_url=redis_url,
+        api_keys=_api_keys(env.get("CHATRELAY_API_KEYS")),
+        default_model=default_model,
+        secret=secret_raw.encode() if secret_raw else secrets.token_bytes(32),
+        secret_is_random=not secret_raw,
+        shutdown_grace=_float(env, "CHATRELAY_SHUTDOWN_GRACE", 25.0),
+        max_body_bytes=_int(env, "CHATRELAY_MAX_BODY_BYTES", 1_048_576, minimum=1024),
+        max_content_chars=_int(env, "CHATRELAY_MAX_CONTENT_CHARS", 200_000, minimum=1),
+        checkpoint_interval=_float(env, "CHATRELAY_CHECKPOINT_INTERVAL", 1.0, minimum=0.05),
+        finished_log_ttl=_float(env, "CHATRELAY_FINISHED_LOG_TTL", 30.0),
+        stream_token_ttl=_float(env, "CHATRELAY_STREAM_TOKEN_TTL", 3600.0, minimum=1.0),
+        include_usage=_bool(env, "CHATRELAY_INCLUDE_USAGE", True),
+        upstream_connect_timeout=_float(env, "CHATRELAY_UPSTREAM_CONNECT_TIMEOUT", 10.0),
+        upstream_first_byte_timeout=_float(env, "CHATRELAY_UPSTREAM_FIRST_BYTE_TIMEOUT", 60.0),
+        upstream_idle_timeout=_float(env, "CHATRELAY_UPSTREAM_IDLE_TIMEOUT", 60.0),
+        upstream_total_timeout=_float(env, "CHATRELAY_UPSTREAM_TOTAL_TIMEOUT", 600.0),
+        upstream_max_retries=_int(env, "CHATRELAY_UPSTREAM_MAX_RETRIES", 2),
+        upstream_retry_budget=_float(env, "CHATRELAY_UPSTREAM_RETRY_BUDGET", 20.0),
+        ping_interval=_float(env, "CHATRELAY_PING_INTERVAL", 15.0, minimum=0.1),
+        mock_token_delay=_float(env, "CHATRELAY_MOCK_TOKEN_DELAY", 0.02),
+    )

@@ -1,0 +1,243 @@
+"""The generations this process runs: start, follow, cancel, checkpoint, recover, drain.
+
+A subscriber asks for a message's events from a cursor. While the generation runs here
+(and for a short while after), events come from the in-memory log; otherwise they are
+rebuilt from the database, so every subscriber sees the same ids and data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+from chatrelay.clock import now_iso
+from chatrelay.errors import BadRequest, Conflict, ShuttingDown, StorageError
+from chatrelay.generation.log import LogEvent, events_from_message
+from chatrelay.generation.runner import CANCEL, SHUTDOWN, Generation
+from chatrelay.models import Message, Status
+from chatrelay.storage.repository import Repository
+from chatrelay.upstream.client import UpstreamClient
+
+log = logging.getLogger("chatrelay.generation")
+
+_POLL_INTERVAL = 0.5
+
+
+class GenerationRegistry:
+    def __init__(
+        self,
+        repo: Repository,
+        upstream: UpstreamClient,
+        *,
+        checkpoint_interval: float = 1.0,
+        finished_log_ttl: float = 30.0,
+    ) -> None:
+        self.repo = repo
+        self.upstream = upstream
+        self.checkpoint_interval = checkpoint_interval
+        self.finished_log_ttl = finished_log_ttl
+        self.generations: dict[str, Generation] = {}
+        self.draining = False
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._expiry: set[asyncio.TimerHandle] = set()
+        self.last_storage_error: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.recover()
+        self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="checkpointer")
+
+    async def recover(self) -> int:
+        """Messages left `streaming` by a dead process become `interrupted`, checkpoint kept."""
+        orphans = await self.repo.streaming_messages()
+        for message in orphans:
+            final = message.evolve(
+                status=Status.INTERRUPTED,
+                error={"code": "interrupted", "message": "the service stopped during generation"},
+                completed_at=now_iso(),
+            )
+            await self.repo.finalize(final)
+        if orphans:
+            log.warning("recovered %d interrupted generation(s) from a previous run", len(orphans))
+        return len(orphans)
+
+    async def drain(self, grace: float) -> None:
+        """Refuse new work; let running generations finish for `grace` s, then interrupt them."""
+        self.draining = True
+        running = [g.task for g in self.generations.values() if g.task and not g.finished]
+        if running and grace > 0:
+            await asyncio.wait(running, timeout=grace)
+        for generation in list(self.generations.values()):
+            if not generation.finished:
+                generation.stop(SHUTDOWN)
+        tasks = [g.task for g in self.generations.values() if g.task and not g.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=30)
+
+    async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            await asyncio.gather(self._checkpointer, return_exceptions=True)
+        for handle in self._expiry:
+            handle.cancel()
+        self._expiry.clear()
+
+    # -- generations -----------------------------------------------------------------
+
+    def launch(
+        self, message: Message, body: dict[str, Any], *, cancel_on_disconnect: bool = False
+    ) -> Generation:
+        if self.draining:
+            raise ShuttingDown("the service is shutting down; try again shortly")
+        generation = Generation(
+            message,
+            body,
+            upstream=self.upstream,
+            finalize=self._finalize,
+            cancel_on_disconnect=cancel_on_disconnect,
+        )
+        self.generations[message.id] = generation
+        task = generation.start()
+        task.add_done_callback(lambda _t: self._schedule_expiry(message.id))
+        return generation
+
+    def _schedule_expiry(self, message_id: str) -> None:
+        loop = asyncio.get_running_loop()
+
+        def expire() -> None:
+            self._expiry.discard(handle)
+            self.generations.pop(message_id, None)
+
+        handle = loop.call_later(self.finished_log_ttl, expire)
+        self._expiry.add(handle)
+
+    async def cancel(self, tenant: str, message_id: str) -> Message:
+        """Stop a running generation; its partial text is kept. 409 if it already ended."""
+        generation = self.generations.get(message_id)
+        if generation is not None and generation.message.tenant == tenant:
+            generation.stop(CANCEL)
+            if generation.task is not None:
+                await asyncio.shield(generation.task)
+            final = generation.final
+            assert final is not None
+            if final.status is not Status.CANCELLED:
+                raise Conflict(
+                    f"message {message_id} already ended with status {final.status}",
+                    code="message_finished",
+                )
+            return final
+        message = await self.repo.get_message(tenant, message_id)
+        if message.status is Status.STREAMING:
+            raise Conflict(
+                f"message {message_id} is being generated by another instance",
+                code="not_owner",
+            )
+        if message.role != "assistant":
+            raise Conflict(
+                f"message {message_id} is a {message.role} message", code="not_generated"
+            )
+        raise Conflict(
+            f"message {message_id} already ended with status {message.status}",
+            code="message_finished",
+        )
+
+    async def _finalize(self, message: Message) -> None:
+        """The final write: retried with backoff until it lands (or the process must stop)."""
+        delay = 0.05
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.repo.finalize(message)
+                if attempt > 1:
+                    log.info("final write of %s succeeded after %d attempts", message.id, attempt)
+                self.last_storage_error = None
+                return
+            except StorageError as exc:
+                self.last_storage_error = exc.message
+                if attempt >= 60:
+                    log.error("giving up the final write of %s: %s", message.id, exc.message)
+                    return
+                log.warning("final write of %s failed (%s); retrying", message.id, exc.message)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.checkpoint_interval)
+            dirty = [g for g in self.generations.values() if g.dirty and not g.finished]
+            if not dirty:
+                continue
+            for generation in dirty:
+                generation.dirty = False
+            try:
+                await self.repo.checkpoint([g.snapshot() for g in dirty])
+                self.last_storage_error = None
+            except StorageError as exc:
+                self.last_storage_error = exc.message
+                log.warning("checkpoint of %d message(s) failed: %s", len(dirty), exc.message)
+                for generation in dirty:
+                    generation.dirty = True
+            except Exception:
+                log.exception("checkpoint failed unexpectedly")
+
+    # -- subscribers -----------------------------------------------------------------
+
+    async def events(
+        self, tenant: str, message_id: str, cursor: int | None, *, heartbeat: float | None = None
+    ) -> AsyncIterator[LogEvent | None] | None:
+        """The events after `cursor`; None when the cursor is the terminal event (nothing left).
+
+        The iterator yields None as a heartbeat after `heartbeat` s without an event.
+        """
+        generation = self.generations.get(message_id)
+        if generation is not None and generation.message.tenant == tenant:
+            event_log = generation.log
+            event_log.check_cursor(cursor)
+            if cursor is not None and event_log.closed and cursor == len(event_log.events):
+                return None
+            return event_log.read_from(cursor, heartbeat=heartbeat)
+        message = await self.repo.get_message(tenant, message_id)
+        if message.role != "assistant":
+            raise BadRequest(f"message {message_id} has no event stream", code="no_event_stream")
+        stored = events_from_message(message)
+        if cursor is not None and not (1 <= cursor <= len(stored)):
+            raise BadRequest(f"unknown event id {cursor}", code="invalid_cursor")
+        if cursor is not None and message.status.is_terminal and cursor == len(stored):
+            return None
+        return self._replay(tenant, message_id, stored, cursor, heartbeat)
+
+    async def _replay(
+        self,
+        tenant: str,
+        message_id: str,
+        stored: list[LogEvent],
+        cursor: int | None,
+        heartbeat: float | None,
+    ) -> AsyncIterator[LogEvent | None]:
+        """Stored events, then — while the message is still being generated elsewhere — new ones."""
+        loop = asyncio.get_running_loop()
+        position = cursor or 0
+        last_sent = loop.time()
+        while True:
+            for event in stored[position:]:
+                yield event
+                last_sent = loop.time()
+                if event.is_terminal:
+                    return
+            position = max(position, len(stored))
+            await asyncio.sleep(_POLL_INTERVAL)
+            generation = self.generations.get(message_id)
+            if generation is not None:
+                async for live in generation.log.read_from(position, heartbeat=heartbeat):
+                    yield live
+                return
+            if heartbeat is not None and loop.time() - last_sent >= heartbeat:
+                yield None
+                last_sent = loop.time()
+            message = await self.repo.get_message(tenant, message_id)
+            stored = events_from_message(message)

@@ -1,0 +1,147 @@
+"""One generation: reads the upstream stream into the event log and records the outcome.
+
+The task belongs to no HTTP connection. Streaming runs in an inner task so that a cancel
+(endpoint, disconnect with `cancel_on_disconnect`, shutdown) stops the upstream read —
+closing the upstream response — while the outer task still writes the final message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from typing import Any
+
+from chatrelay.clock import now_iso
+from chatrelay.errors import ChatRelayError
+from chatrelay.generation.log import DELTA, REASONING, EventLog, start_data, terminal_event
+from chatrelay.models import Message, Status
+from chatrelay.upstream.client import UpstreamClient, UpstreamStream
+
+log = logging.getLogger("chatrelay.generation")
+
+CANCEL = "cancelled"
+SHUTDOWN = "shutting_down"
+
+Finalizer = Callable[[Message], Awaitable[None]]
+
+
+class Generation:
+    """State of one running generation; `snapshot()` is what a checkpoint saves."""
+
+    def __init__(
+        self,
+        message: Message,
+        body: dict[str, Any],
+        *,
+        upstream: UpstreamClient,
+        finalize: Finalizer,
+        cancel_on_disconnect: bool = False,
+    ) -> None:
+        self.message = message
+        self.body = body
+        self.log = EventLog(message.id)
+        self.cancel_on_disconnect = cancel_on_disconnect
+        self._upstream = upstream
+        self._finalize = finalize
+        self._content: list[str] = []
+        self._reasoning: list[str] = []
+        self._pieces: list[tuple[str, int]] = []
+        self._stream: UpstreamStream | None = None
+        self._inner: asyncio.Task[None] | None = None
+        self._stop_reason: str | None = None
+        self.dirty = False
+        self.final: Message | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.final is not None
+
+    def start(self) -> asyncio.Task[None]:
+        self.task = asyncio.create_task(self._run(), name=f"generation {self.message.id}")
+        return self.task
+
+    def stop(self, reason: str) -> bool:
+        """Stop reading the upstream; the outcome is recorded as `reason` says. False if done."""
+        if self._inner is None or self._inner.done():
+            if self.final is None and self._inner is None:
+                self._stop_reason = reason  # not started streaming yet: stop at once
+                return True
+            return False
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        self._inner.cancel()
+        return True
+
+    def snapshot(self) -> Message:
+        """The message as generated so far (still `streaming`)."""
+        return self.message.evolve(
+            content="".join(self._content),
+            reasoning="".join(self._reasoning) or None,
+            pieces=list(self._pieces),
+        )
+
+    async def _run(self) -> None:
+        self.log.append("start", start_data(self.message))
+        error: dict[str, Any] | None = None
+        status = Status.COMPLETED
+        if self._stop_reason is None:
+            self._inner = asyncio.create_task(self._consume())
+            try:
+                await asyncio.shield(self._inner)
+            except asyncio.CancelledError:
+                # Our own task was cancelled (the event loop is going away): stop the
+                # upstream read, then still record what we have.
+                self._stop_reason = self._stop_reason or SHUTDOWN
+                self._inner.cancel()
+                await asyncio.gather(self._inner, return_exceptions=True)
+            except ChatRelayError as exc:
+                status, error = Status.FAILED, exc.to_dict()
+            except Exception:
+                log.exception("generation %s failed unexpectedly", self.message.id)
+                status = Status.FAILED
+                error = {"code": "internal_error", "message": "the generation failed internally"}
+        if self._stop_reason == SHUTDOWN:
+            status = Status.INTERRUPTED
+            error = {"code": "shutting_down", "message": "the service stopped during generation"}
+        elif self._stop_reason is not None:
+            status, error = Status.CANCELLED, None
+        self.final = self._final_message(status, error)
+        try:
+            await self._finalize(self.final)
+        finally:
+            name, data = terminal_event(self.final)
+            self.log.append(name, data)
+
+    async def _consume(self) -> None:
+        self._stream = self._upstream.stream_chat(self.body)
+        async with aclosing(self._stream.__aiter__()) as deltas:
+            async for delta in deltas:
+                if delta.content:
+                    self._content.append(delta.content)
+                    self._pieces.append(("c", len(delta.content)))
+                    self.log.append(DELTA, {"content": delta.content})
+                    self.dirty = True
+                if delta.reasoning:
+                    self._reasoning.append(delta.reasoning)
+                    self._pieces.append(("r", len(delta.reasoning)))
+                    self.log.append(REASONING, {"content": delta.reasoning})
+                    self.dirty = True
+
+    def _final_message(self, status: Status, error: dict[str, Any] | None) -> Message:
+        assembler = self._stream.assembler if self._stream is not None else None
+        tool_calls = None
+        if assembler is not None and assembler.tool_calls:
+            tool_calls = [call.to_dict() for call in assembler.tool_calls]
+        return self.snapshot().evolve(
+            status=status,
+            error=error,
+            finish_reason=assembler.finish_reason if assembler else None,
+            usage=assembler.usage if assembler else None,
+            model=(assembler.model if assembler and assembler.model else self.message.model),
+            refusal=(assembler.refusal or None) if assembler else None,
+            tool_calls=tool_calls,
+            completed_at=now_iso(),
+        )

@@ -1,0 +1,94 @@
+"""The service's objects as plain data, and their API shape (see CONTRACT.md, "Objects")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    """Lifecycle of a message. User and system messages are born `completed`."""
+
+    STREAMING = "streaming"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is not Status.STREAMING
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: str
+    tenant: str
+    title: str | None
+    system_prompt: str | None
+    model: str | None
+    metadata: dict[str, Any]
+    created_at: str
+    updated_at: str
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "system_prompt": self.system_prompt,
+            "model": self.model,
+            "metadata": self.metadata,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message. `pieces` records how the content was streamed, so events can be replayed.
+
+    `pieces` is the ordered list of streamed pieces as `(kind, length)`, kind `"c"` for
+    content, `"r"` for reasoning; lengths are in Python characters. Together with
+    `content` and `reasoning` it reproduces every `delta`/`reasoning` event exactly.
+    """
+
+    id: str
+    conversation_id: str
+    tenant: str
+    seq: int
+    role: str
+    content: str
+    status: Status
+    model: str | None
+    created_at: str
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    completed_at: str | None = None
+    reasoning: str | None = None
+    refusal: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    pieces: list[tuple[str, int]] = field(default_factory=list)
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "conversation_id": self.conversation_id,
+            "role": self.role,
+            "content": self.content,
+            "status": str(self.status),
+            "finish_reason": self.finish_reason,
+            "model": self.model,
+            "usage": self.usage,
+            "error": self.error,
+            "reasoning": self.reasoning,
+            "refusal": self.refusal,
+            "tool_calls": self.tool_calls,
+            "created_at": self.created_at,
+            "completed_at": self.completed_at,
+        }
+
+    def evolve(self, **changes: Any) -> Message:
+        return replace(self, **changes)

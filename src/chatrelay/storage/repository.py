@@ -1,0 +1,315 @@
+"""Reads and writes of conversations and messages: SQL in, plain `models` out.
+
+Tenancy is enforced here: every read names the tenant, so a row of another tenant is
+simply not found.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from chatrelay.clock import now_iso
+from chatrelay.errors import NotFound
+from chatrelay.ids import new_id
+from chatrelay.models import Conversation, Message, Status
+from chatrelay.storage.database import Database, Row
+
+_MESSAGE_COLUMNS = (
+    "id, conversation_id, tenant, seq, role, content, status, finish_reason, model, usage, "
+    "error, reasoning, refusal, tool_calls, params, pieces, created_at, updated_at, completed_at"
+)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _loads(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def _conversation(row: Row) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        tenant=row["tenant"],
+        title=row["title"],
+        system_prompt=row["system_prompt"],
+        model=row["model"],
+        metadata=_loads(row["metadata"]) or {},
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _message(row: Row) -> Message:
+    return Message(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        tenant=row["tenant"],
+        seq=int(row["seq"]),
+        role=row["role"],
+        content=row["content"],
+        status=Status(row["status"]),
+        model=row["model"],
+        created_at=row["created_at"],
+        finish_reason=row["finish_reason"],
+        usage=_loads(row["usage"]),
+        error=_loads(row["error"]),
+        completed_at=row["completed_at"],
+        reasoning=row["reasoning"],
+        refusal=row["refusal"],
+        tool_calls=_loads(row["tool_calls"]),
+        params=_loads(row["params"]) or {},
+        pieces=[(kind, int(length)) for kind, length in (_loads(row["pieces"]) or [])],
+    )
+
+
+def _message_values(message: Message, updated_at: str) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "conversation_id": message.conversation_id,
+        "tenant": message.tenant,
+        "seq": message.seq,
+        "role": message.role,
+        "content": message.content,
+        "status": str(message.status),
+        "finish_reason": message.finish_reason,
+        "model": message.model,
+        "usage": _dumps(message.usage),
+        "error": _dumps(message.error),
+        "reasoning": message.reasoning,
+        "refusal": message.refusal,
+        "tool_calls": _dumps(message.tool_calls),
+        "params": _dumps(message.params) or "{}",
+        "pieces": _dumps([list(p) for p in message.pieces]) or "[]",
+        "created_at": message.created_at,
+        "updated_at": updated_at,
+        "completed_at": message.completed_at,
+    }
+
+
+class Repository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- conversations ---------------------------------------------------------------
+
+    async def create_conversation(
+        self,
+        *,
+        tenant: str,
+        title: str | None,
+        system_prompt: str | None,
+        model: str | None,
+        metadata: dict[str, Any],
+    ) -> Conversation:
+        now = now_iso()
+        conversation = Conversation(
+            id=new_id("conv"),
+            tenant=tenant,
+            title=title,
+            system_prompt=system_prompt,
+            model=model,
+            metadata=metadata,
+            created_at=now,
+            updated_at=now,
+        )
+        async with self.db.unit() as unit:
+            await unit.execute(
+                "INSERT INTO conversations (id, tenant, title, system_prompt, model, metadata, "
+                "next_seq, created_at, updated_at) VALUES (:id, :tenant, :title, :system_prompt, "
+                ":model, :metadata, 0, :created_at, :updated_at)",
+                {
+                    "id": conversation.id,
+                    "tenant": tenant,
+                    "title": title,
+                    "system_prompt": system_prompt,
+                    "model": model,
+                    "metadata": _dumps(metadata),
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+        return conversation
+
+    async def get_conversation(self, tenant: str, conversation_id: str) -> Conversation:
+        async with self.db.unit() as unit:
+            row = await unit.fetch_one(
+                "SELECT * FROM conversations WHERE id = :id AND tenant = :tenant",
+                {"id": conversation_id, "tenant": tenant},
+            )
+        if row is None:
+            raise NotFound(f"conversation {conversation_id} not found")
+        return _conversation(row)
+
+    async def list_conversations(
+        self, tenant: str, *, limit: int, before: str | None
+    ) -> tuple[list[Conversation], str | None]:
+        """Newest first; `before` is the last id of the previous page."""
+        sql = "SELECT * FROM conversations WHERE tenant = :tenant"
+        values: dict[str, Any] = {"tenant": tenant, "limit": limit + 1}
+        if before is not None:
+            sql += " AND id < :before"
+            values["before"] = before
+        sql += " ORDER BY id DESC LIMIT :limit"
+        async with self.db.unit() as unit:
+            rows = await unit.fetch_all(sql, values)
+        conversations = [_conversation(r) for r in rows[:limit]]
+        next_cursor = conversations[-1].id if len(rows) > limit else None
+        return conversations, next_cursor
+
+    async def delete_conversation(self, tenant: str, conversation_id: str) -> None:
+        async with self.db.unit(transaction=True) as unit:
+            row = await unit.fetch_one(
+                "SELECT id FROM conversations WHERE id = :id AND tenant = :tenant",
+                {"id": conversation_id, "tenant": tenant},
+            )
+            if row is None:
+                raise NotFound(f"conversation {conversation_id} not found")
+            await unit.execute(
+                "DELETE FROM messages WHERE conversation_id = :id", {"id": conversation_id}
+            )
+            await unit.execute("DELETE FROM conversations WHERE id = :id", {"id": conversation_id})
+
+    # -- messages --------------------------------------------------------------------
+
+    async def add_exchange(
+        self,
+        *,
+        tenant: str,
+        conversation_id: str,
+        user_content: str,
+        model: str,
+        params: dict[str, Any],
+    ) -> tuple[Message, Message]:
+        """Store a user message and its assistant message (`streaming`) as the next two turns.
+
+        The sequence numbers come from an atomic increment on the conversation row, so two
+        concurrent posts never collide, on SQLite or PostgreSQL.
+        """
+        now = now_iso()
+        async with self.db.unit(transaction=True) as unit:
+            row = await unit.fetch_one(
+                "UPDATE conversations SET next_seq = next_seq + 2, updated_at = :now "
+                "WHERE id = :id AND tenant = :tenant RETURNING next_seq",
+                {"id": conversation_id, "tenant": tenant, "now": now},
+            )
+            if row is None:
+                raise NotFound(f"conversation {conversation_id} not found")
+            last = int(row["next_seq"])
+            user = Message(
+                id=new_id("msg"),
+                conversation_id=conversation_id,
+                tenant=tenant,
+                seq=last - 1,
+                role="user",
+                content=user_content,
+                status=Status.COMPLETED,
+                model=None,
+                created_at=now,
+                completed_at=now,
+            )
+            assistant = Message(
+                id=new_id("msg"),
+                conversation_id=conversation_id,
+                tenant=tenant,
+                seq=last,
+                role="assistant",
+                content="",
+                status=Status.STREAMING,
+                model=model,
+                created_at=now,
+                params=params,
+            )
+            insert = (
+                f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ("
+                + ", ".join(":" + c.strip() for c in _MESSAGE_COLUMNS.split(","))
+                + ")"
+            )
+            await unit.execute(insert, _message_values(user, now))
+            await unit.execute(insert, _message_values(assistant, now))
+        return user, assistant
+
+    async def list_messages(self, conversation_id: str) -> list[Message]:
+        async with self.db.unit() as unit:
+            rows = await unit.fetch_all(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :id ORDER BY seq",
+                {"id": conversation_id},
+            )
+        return [_message(r) for r in rows]
+
+    async def get_message(self, tenant: str | None, message_id: str) -> Message:
+        """One message; `tenant=None` only for internal callers that already own it."""
+        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = :id"
+        values = {"id": message_id}
+        if tenant is not None:
+            sql += " AND tenant = :tenant"
+            values["tenant"] = tenant
+        async with self.db.unit() as unit:
+            row = await unit.fetch_one(sql, values)
+        if row is None:
+            raise NotFound(f"message {message_id} not found")
+        return _message(row)
+
+    async def checkpoint(self, messages: Sequence[Message]) -> None:
+        """Save partial text of streaming messages; a finished message is never overwritten."""
+        now = now_iso()
+        async with self.db.unit(transaction=True) as unit:
+            await unit.execute_many(
+                "UPDATE messages SET content = :content, reasoning = :reasoning, "
+                "pieces = :pieces, updated_at = :now WHERE id = :id AND status = 'streaming'",
+                [
+                    {
+                        "id": m.id,
+                        "content": m.content,
+                        "reasoning": m.reasoning,
+                        "pieces": _dumps([list(p) for p in m.pieces]),
+                        "now": now,
+                    }
+                    for m in messages
+                ],
+            )
+
+    async def finalize(self, message: Message) -> bool:
+        """Write the final state once. Idempotent: a second call (a retry) changes nothing.
+
+        Returns False when the row was already final or is gone (conversation deleted).
+        """
+        values = _message_values(message, now_iso())
+        async with self.db.unit() as unit:
+            row = await unit.fetch_one(
+                "UPDATE messages SET content = :content, status = :status, "
+                "finish_reason = :finish_reason, model = :model, usage = :usage, "
+                "error = :error, reasoning = :reasoning, refusal = :refusal, "
+                "tool_calls = :tool_calls, pieces = :pieces, updated_at = :updated_at, "
+                "completed_at = :completed_at WHERE id = :id AND status = 'streaming' "
+                "RETURNING id",
+                {
+                    k: values[k]
+                    for k in [
+                        "id",
+                        "content",
+                        "status",
+                        "finish_reason",
+                        "model",
+                        "usage",
+                        "error",
+                        "reasoning",
+                        "refusal",
+                        "tool_calls",
+                        "pieces",
+                        "updated_at",
+                        "completed_at",
+                    ]
+                },
+            )
+        return row is not None
+
+    async def streaming_messages(self) -> list[Message]:
+        async with self.db.unit() as unit:
+            rows = await unit.fetch_all(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE status = 'streaming'"
+            )
+        return [_message(r) for r in rows]

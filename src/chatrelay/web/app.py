@@ -1,0 +1,101 @@
+"""Assembles the Starlette app: routes, error mapping, and the lifespan that owns resources."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from chatrelay.config import Settings
+from chatrelay.generation.registry import GenerationRegistry
+from chatrelay.service import ChatService
+from chatrelay.storage.database import Database
+from chatrelay.storage.migrations import apply_migrations
+from chatrelay.storage.repository import Repository
+from chatrelay.upstream.client import UpstreamClient, UpstreamConfig
+from chatrelay.web.auth import Authenticator
+from chatrelay.web.context import AppContext
+from chatrelay.web.errors import EXCEPTION_HANDLERS
+from chatrelay.web.routes import conversations, health, messages
+
+log = logging.getLogger("chatrelay")
+
+
+def upstream_config(settings: Settings, base_url: str) -> UpstreamConfig:
+    return UpstreamConfig(
+        base_url=base_url,
+        api_key=settings.openai_api_key,
+        connect_timeout=settings.upstream_connect_timeout,
+        first_byte_timeout=settings.upstream_first_byte_timeout,
+        idle_timeout=settings.upstream_idle_timeout,
+        total_timeout=settings.upstream_total_timeout,
+        max_retries=settings.upstream_max_retries,
+        retry_budget=settings.upstream_retry_budget,
+        include_usage=settings.include_usage,
+    )
+
+
+def _warn_about_defaults(settings: Settings) -> None:
+    if settings.use_mock_upstream:
+        banner = "!" * 72
+        log.warning(banner)
+        log.warning("OPENAI_API_KEY is not set: answers come from the BUILT-IN MOCK UPSTREAM,")
+        log.warning("not from a real model. Set OPENAI_API_KEY (and OPENAI_BASE_URL) for one.")
+        log.warning(banner)
+    if not settings.api_keys:
+        log.warning("CHATRELAY_API_KEYS is not set: the API is open to anyone (single tenant)")
+    if settings.secret_is_random:
+        log.warning("CHATRELAY_SECRET is not set: stream_url tokens die with this process")
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            _warn_about_defaults(settings)
+            base_url = settings.openai_base_url
+            if settings.use_mock_upstream:
+                from chatrelay.upstream.mock import MockUpstreamServer
+
+                mock = MockUpstreamServer(token_delay=settings.mock_token_delay)
+                base_url = await mock.start()
+                stack.push_async_callback(mock.stop)
+                log.warning("mock upstream listening at %s", base_url)
+            db = Database(settings.database_url)
+            await db.connect()
+            stack.push_async_callback(db.disconnect)
+            await apply_migrations(db)
+            upstream = UpstreamClient(upstream_config(settings, base_url))
+            stack.push_async_callback(upstream.aclose)
+            repo = Repository(db)
+            registry = GenerationRegistry(
+                repo,
+                upstream,
+                checkpoint_interval=settings.checkpoint_interval,
+                finished_log_ttl=settings.finished_log_ttl,
+            )
+            await registry.start()
+            stack.push_async_callback(registry.close)
+            app.state.chatrelay = AppContext(
+                settings=settings,
+                db=db,
+                upstream=upstream,
+                registry=registry,
+                chat=ChatService(repo, registry, settings.default_model),
+                auth=Authenticator(settings.api_keys, settings.secret, settings.stream_token_ttl),
+            )
+            log.info("chatrelay ready (database: %s)", db.dialect)
+            try:
+                yield
+            finally:
+                await registry.drain(settings.shutdown_grace)
+
+    routes: list[BaseRoute] = [*health.routes, *conversations.routes, *messages.routes]
+    return Starlette(
+        routes=routes,
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

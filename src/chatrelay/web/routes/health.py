@@ -1,0 +1,44 @@
+"""Probes for orchestrators: liveness touches nothing, readiness checks dependencies."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from chatrelay.errors import StorageError
+from chatrelay.web.context import context
+
+_CHECK_TIMEOUT = 2.0
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    ctx = context(request)
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(_CHECK_TIMEOUT):
+            await ctx.db.ping()
+        checks["database"] = "ok"
+    except (StorageError, TimeoutError) as exc:
+        checks["database"] = "timeout" if isinstance(exc, TimeoutError) else exc.message
+    if checks["database"] == "ok" and ctx.registry.last_storage_error:
+        checks["database"] = f"recent write failure: {ctx.registry.last_storage_error}"
+    if ctx.registry.draining:
+        checks["service"] = "draining for shutdown"
+    ok = all(value == "ok" for value in checks.values())
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks},
+        status_code=200 if ok else 503,
+    )
+
+
+routes = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+]

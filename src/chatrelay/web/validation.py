@@ -1,0 +1,115 @@
+"""Request bodies: size-capped reading, JSON decoding and field checks with clear errors.
+
+Unknown fields are rejected (422 `unknown_field`): a misspelt `cancel_on_disconect`
+silently ignored would be worse than an error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from starlette.requests import Request
+
+from chatrelay.errors import BadRequest, PayloadTooLarge, ValidationFailed
+
+
+async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The body as a JSON object; an empty body is `{}`."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > max_bytes:
+                raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+        except ValueError:
+            raise BadRequest("invalid Content-Length header") from None
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > max_bytes:
+            raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+    if not body.strip():
+        return {}
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(value, dict):
+        raise BadRequest("request body must be a JSON object", code="invalid_json")
+    return value
+
+
+def reject_unknown(body: dict[str, Any], allowed: Iterable[str]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ValidationFailed(
+            f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+            code="unknown_field",
+        )
+
+
+def optional_str(body: dict[str, Any], name: str, *, max_len: int) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationFailed(f"'{name}' must be a string", code="invalid_field")
+    if len(value) > max_len:
+        raise ValidationFailed(f"'{name}' is longer than {max_len} characters", code="too_long")
+    return value
+
+
+def required_text(body: dict[str, Any], name: str, *, max_len: int) -> str:
+    if name not in body:
+        raise ValidationFailed(f"'{name}' is required", code="missing_field")
+    value = optional_str(body, name, max_len=max_len)
+    if value is None or not value.strip():
+        raise ValidationFailed(f"'{name}' must not be empty", code="empty_content")
+    return value
+
+
+def optional_bool(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ValidationFailed(f"'{name}' must be true or false", code="invalid_field")
+    return value
+
+
+def optional_object(body: dict[str, Any], name: str) -> dict[str, Any]:
+    value = body.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationFailed(f"'{name}' must be a JSON object", code="invalid_field")
+    return value
+
+
+# Upstream request fields a client may not set through `params`: the service owns them.
+RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options", "n"})
+
+
+def upstream_params(body: dict[str, Any]) -> dict[str, Any]:
+    params = optional_object(body, "params")
+    reserved = sorted(RESERVED_PARAMS & set(params))
+    if reserved:
+        raise ValidationFailed(
+            f"'params' may not set {', '.join(reserved)}: the service sets them",
+            code="invalid_field",
+        )
+    return params
+
+
+def query_int(request: Request, name: str, default: int, *, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"'{name}' must be a whole number", code="invalid_query") from None
+    if not low <= value <= high:
+        raise BadRequest(f"'{name}' must be between {low} and {high}", code="invalid_query")
+    return value
