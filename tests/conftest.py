@@ -83,11 +83,6 @@ class PostgresDatabase:
         self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="session")
-def backends_note() -> None:
-    return None
-
-
 def database_url(backend: str, workdir: Path) -> tuple[str, PostgresDatabase | None]:
     if backend == "sqlite":
         return f"sqlite:///{workdir / 'chatrelay.db'}", None
@@ -149,6 +144,46 @@ def relay(
         yield Relay(service=service, upstream=upstream, backend=backend, database_url=url)
     finally:
         service.terminate() if service.proc is not None else None
+        upstream.stop()
+        if pg is not None:
+            pg.drop()
+
+
+@dataclass
+class Stack:
+    """A fake upstream and a database, for tests that start and stop chatrelay themselves."""
+
+    upstream: FakeUpstream
+    backend: str
+    database_url: str
+    workdir: Path
+    services: list[ServiceProcess]
+
+    def service(self, **env: str) -> ServiceProcess:
+        service = ServiceProcess(
+            {**base_env(self.database_url, self.upstream), **env}, self.workdir
+        )
+        self.services.append(service)
+        service.start()
+        return service
+
+    def client(self, service: ServiceProcess, tenant: str = "acme") -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {CLIENT_KEYS[tenant]}"}
+        return httpx.AsyncClient(base_url=service.base_url, headers=headers, timeout=20)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    backend: str = request.param
+    url, pg = database_url(backend, tmp_path)
+    upstream = FakeUpstream()
+    upstream.start()
+    made = Stack(upstream, backend, url, tmp_path, [])
+    try:
+        yield made
+    finally:
+        for service in made.services:
+            service.kill()
         upstream.stop()
         if pg is not None:
             pg.drop()

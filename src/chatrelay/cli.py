@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
     try:
         settings = load_settings()
         asyncio.run(_preflight(settings))
@@ -53,9 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from chatrelay.web.app import create_app
+    from chatrelay.web.server import DrainingServer
 
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app, settings.shutdown_grace)
     server.run()
     return 0 if server.started else 1
 

@@ -119,12 +119,12 @@ class GenerationRegistry:
         """Stop a running generation; its partial text is kept. 409 if it already ended."""
         generation = self.generations.get(message_id)
         if generation is not None and generation.message.tenant == tenant:
-            generation.stop(CANCEL)
+            stopped = generation.stop(CANCEL)
             if generation.task is not None:
                 await asyncio.shield(generation.task)
             final = generation.final
             assert final is not None
-            if final.status is not Status.CANCELLED:
+            if not stopped or final.status is not Status.CANCELLED:
                 raise Conflict(
                     f"message {message_id} already ended with status {final.status}",
                     code="message_finished",

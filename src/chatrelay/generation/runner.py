@@ -64,15 +64,17 @@ class Generation:
         return self.task
 
     def stop(self, reason: str) -> bool:
-        """Stop reading the upstream; the outcome is recorded as `reason` says. False if done."""
-        if self._inner is None or self._inner.done():
-            if self.final is None and self._inner is None:
-                self._stop_reason = reason  # not started streaming yet: stop at once
-                return True
+        """Stop reading the upstream; the outcome is recorded as `reason` says.
+
+        Returns False when the generation had already ended or been stopped.
+        """
+        if self.final is not None or self._stop_reason is not None:
             return False
-        if self._stop_reason is None:
-            self._stop_reason = reason
-        self._inner.cancel()
+        if self._inner is not None and self._inner.done():
+            return False
+        self._stop_reason = reason
+        if self._inner is not None:
+            self._inner.cancel()
         return True
 
     def snapshot(self) -> Message:
@@ -140,7 +142,6 @@ class Generation:
             error=error,
             finish_reason=assembler.finish_reason if assembler else None,
             usage=assembler.usage if assembler else None,
-            model=(assembler.model if assembler and assembler.model else self.message.model),
             refusal=(assembler.refusal or None) if assembler else None,
             tool_calls=tool_calls,
             completed_at=now_iso(),

@@ -71,11 +71,11 @@ class Database:
         return self.dialect == "sqlite"
 
     async def connect(self) -> None:
-        if self.is_sqlite:
-            path = sqlite_path(self.url)
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if self.is_sqlite:
+                path = sqlite_path(self.url)
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
             await self._db.connect()
             if self.is_sqlite:
                 self._shared = Connection(self._db, self._db._backend)
@@ -89,7 +89,10 @@ class Database:
                     await self._shared.execute(pragma)
         except Exception as exc:
             if _is_storage_failure(exc):
-                raise StorageError(f"cannot open the database: {type(exc).__name__}") from exc
+                where = self._db.url.obscure_password
+                raise StorageError(
+                    f"cannot open the database {where}: {type(exc).__name__}: {exc}"
+                ) from exc
             raise
 
     async def disconnect(self) -> None:

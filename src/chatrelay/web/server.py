@@ -1,0 +1,65 @@
+"""uvicorn, taught to drain: SIGTERM first lets generations finish, then stops serving.
+
+On the first SIGTERM/SIGINT the service turns unready and refuses new generations, while
+running ones keep streaming to their subscribers for the grace period; what is left is
+stored `interrupted` and its subscribers get a terminal `error` event. Only then does
+uvicorn stop, and the process exits 0. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from types import FrameType
+
+import uvicorn
+from sse_starlette.sse import AppStatus
+from starlette.applications import Starlette
+
+log = logging.getLogger("chatrelay")
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: Starlette, grace: float) -> None:
+        super().__init__(config)
+        self._app = app
+        self._grace = grace
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+        # We end SSE streams ourselves, with a terminal event, after draining.
+        AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets=sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_task is not None or self._loop is None:
+            log.warning("second signal: exiting without waiting for generations")
+            self.should_exit = True
+            self.force_exit = True
+            AppStatus.should_exit = True
+            return
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        if self._drain_task is None:
+            self._drain_task = asyncio.create_task(self._drain(), name="drain")
+
+    async def _drain(self) -> None:
+        try:
+            context = getattr(self._app.state, "chatrelay", None)
+            if context is not None:
+                running = sum(1 for g in context.registry.generations.values() if not g.finished)
+                log.warning(
+                    "shutting down: draining %d running generation(s) for up to %gs",
+                    running,
+                    self._grace,
+                )
+                await context.registry.drain(self._grace)
+        except Exception:
+            log.exception("draining failed")
+        finally:
+            AppStatus.should_exit = True
+            self.should_exit = True

@@ -1,0 +1,64 @@
+"""`chatrelay serve` refuses bad configuration in one clear line, with no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CHATRELAY_", "OPENAI_"))}
+    clean.pop("DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "chatrelay", *args],
+        env={**clean, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "expected"),
+    [
+        ({"DATABASE_URL": "mysql://nope/db"}, ["serve"], "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://127.0.0.1:notaport/db"}, ["serve"], "port"),
+        ({"CHATRELAY_SHUTDOWN_GRACE": "later"}, ["serve"], "CHATRELAY_SHUTDOWN_GRACE"),
+        ({}, ["serve", "--port", "70000"], "--port"),
+    ],
+)
+def test_bad_configuration_is_one_line(
+    tmp_path: Path, env: dict[str, str], args: list[str], expected: str
+) -> None:
+    result = run_cli(args, env, tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    result = run_cli(["serve"], {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/db"}, tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "database" in result.stderr.lower()
+
+
+def test_env_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DATABASE_URL=oracle://from-dotenv\n")
+    result = run_cli(["serve"], {}, tmp_path)
+    assert result.returncode == 2
+    assert "DATABASE_URL" in result.stderr
+
+
+def test_help_names_serve(tmp_path: Path) -> None:
+    result = run_cli(["--help"], {}, tmp_path)
+    assert result.returncode == 0
+    assert "serve" in result.stdout

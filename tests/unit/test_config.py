@@ -1,0 +1,69 @@
+"""Configuration: defaults that work with nothing set, and bad values rejected clearly."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatrelay.config import load_settings
+from chatrelay.errors import ConfigError
+
+
+def test_defaults_need_no_configuration() -> None:
+    settings = load_settings({})
+    assert settings.use_mock_upstream
+    assert settings.database_url == "sqlite:///data/chatrelay.db"
+    assert settings.openai_base_url == "https://api.openai.com/v1"
+    assert settings.default_model == "gpt-4o-mini"
+    assert settings.shutdown_grace == 25.0
+    assert settings.api_keys == {}
+    assert settings.secret_is_random and len(settings.secret) == 32
+    assert settings.redis_url is None
+
+
+def test_values_are_read() -> None:
+    settings = load_settings(
+        {
+            "OPENAI_API_KEY": "sk-abc",
+            "OPENAI_BASE_URL": "http://127.0.0.1:9999/v1/",
+            "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test",
+            "CHATRELAY_API_KEYS": "acme:k1, globex:k2",
+            "CHATRELAY_DEFAULT_MODEL": "m",
+            "CHATRELAY_SECRET": "s3cret",
+            "CHATRELAY_SHUTDOWN_GRACE": "3.5",
+            "CHATRELAY_INCLUDE_USAGE": "false",
+        }
+    )
+    assert not settings.use_mock_upstream
+    assert settings.openai_base_url == "http://127.0.0.1:9999/v1"
+    assert settings.database_url.startswith("postgresql://")
+    assert settings.api_keys == {"k1": "acme", "k2": "globex"}
+    assert settings.secret == b"s3cret" and not settings.secret_is_random
+    assert settings.shutdown_grace == 3.5
+    assert settings.include_usage is False
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    settings = load_settings({"OPENAI_API_KEY": "sk-very-secret", "CHATRELAY_API_KEYS": "a:kk"})
+    assert "sk-very-secret" not in repr(settings)
+    assert "kk" not in repr(settings.__repr__())
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "not a url"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://h:99999/db"}, "port"),
+        ({"DATABASE_URL": "sqlite://"}, "DATABASE_URL"),
+        ({"OPENAI_BASE_URL": "ftp://x"}, "OPENAI_BASE_URL"),
+        ({"CHATRELAY_API_KEYS": "no-colon"}, "tenant:key"),
+        ({"CHATRELAY_SHUTDOWN_GRACE": "soon"}, "CHATRELAY_SHUTDOWN_GRACE"),
+        ({"CHATRELAY_SHUTDOWN_GRACE": "-1"}, ">="),
+        ({"CHATRELAY_INCLUDE_USAGE": "maybe"}, "true or false"),
+        ({"REDIS_URL": "http://x"}, "REDIS_URL"),
+    ],
+)
+def test_bad_values_raise_config_error(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert fragment in caught.value.message
