@@ -33,6 +33,7 @@ class Settings:
     shutdown_grace: float = 25.0
     max_body_bytes: int = 1_048_576
     max_content_chars: int = 200_000
+    context_tokens: int = 64_000
     checkpoint_interval: float = 1.0
     finished_log_ttl: float = 30.0
     stream_token_ttl: float = 3600.0
@@ -45,6 +46,7 @@ class Settings:
     upstream_retry_budget: float = 20.0
     ping_interval: float = 15.0
     mock_token_delay: float = 0.02
+    data_dir_setting: str | None = None
 
     @property
     def use_mock_upstream(self) -> bool:
@@ -57,6 +59,8 @@ class Settings:
     @property
     def data_dir(self) -> Path:
         """Where local state (SQLite file, spool) lives."""
+        if self.data_dir_setting:
+            return Path(self.data_dir_setting)
         if self.is_sqlite:
             path = sqlite_path(self.database_url)
             if path is not None:
@@ -195,6 +199,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         shutdown_grace=_float(env, "CHATRELAY_SHUTDOWN_GRACE", 25.0),
         max_body_bytes=_int(env, "CHATRELAY_MAX_BODY_BYTES", 1_048_576, minimum=1024),
         max_content_chars=_int(env, "CHATRELAY_MAX_CONTENT_CHARS", 200_000, minimum=1),
+        context_tokens=_int(env, "CHATRELAY_CONTEXT_TOKENS", 64_000),
         checkpoint_interval=_float(env, "CHATRELAY_CHECKPOINT_INTERVAL", 1.0, minimum=0.05),
         finished_log_ttl=_float(env, "CHATRELAY_FINISHED_LOG_TTL", 30.0),
         stream_token_ttl=_float(env, "CHATRELAY_STREAM_TOKEN_TTL", 3600.0, minimum=1.0),
@@ -207,4 +212,5 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         upstream_retry_budget=_float(env, "CHATRELAY_UPSTREAM_RETRY_BUDGET", 20.0),
         ping_interval=_float(env, "CHATRELAY_PING_INTERVAL", 15.0, minimum=0.1),
         mock_token_delay=_float(env, "CHATRELAY_MOCK_TOKEN_DELAY", 0.02),
+        data_dir_setting=env.get("CHATRELAY_DATA_DIR", "").strip() or None,
     )

@@ -71,6 +71,7 @@ class Message:
     tool_calls: list[dict[str, Any]] | None = None
     params: dict[str, Any] = field(default_factory=dict)
     pieces: list[tuple[str, int]] = field(default_factory=list)
+    superseded_by: str | None = None
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -86,6 +87,7 @@ class Message:
             "reasoning": self.reasoning,
             "refusal": self.refusal,
             "tool_calls": self.tool_calls,
+            "superseded_by": self.superseded_by,
             "created_at": self.created_at,
             "completed_at": self.completed_at,
         }

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chatrelay.errors import ShuttingDown
+from chatrelay.errors import Conflict, ShuttingDown
 from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.models import Conversation, Message, Status
 from chatrelay.storage.repository import Repository
@@ -17,15 +17,23 @@ from chatrelay.storage.repository import Repository
 
 @dataclass(frozen=True)
 class PostedMessage:
-    user: Message
+    user: Message | None  # None when regenerating
     assistant: Message
 
 
 class ChatService:
-    def __init__(self, repo: Repository, registry: GenerationRegistry, default_model: str) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        registry: GenerationRegistry,
+        default_model: str,
+        *,
+        context_tokens: int = 0,
+    ) -> None:
         self.repo = repo
         self.registry = registry
         self.default_model = default_model
+        self.context_tokens = context_tokens
 
     async def create_conversation(
         self,
@@ -78,41 +86,169 @@ class ChatService:
         params: dict[str, Any] | None = None,
         cancel_on_disconnect: bool = False,
     ) -> PostedMessage:
+        return await self._start_turn(
+            tenant,
+            conversation_id,
+            user_content=content,
+            model=model,
+            params=params,
+            cancel_on_disconnect=cancel_on_disconnect,
+        )
+
+    async def regenerate(
+        self,
+        tenant: str,
+        message_id: str,
+        *,
+        model: str | None = None,
+        params: dict[str, Any] | None = None,
+        cancel_on_disconnect: bool = False,
+    ) -> PostedMessage:
+        """A new answer to the same history; the old one (and any later turn) is superseded."""
+        old = await self.repo.get_message(tenant, message_id)
+        if old.role != "assistant":
+            raise Conflict(f"message {message_id} is a {old.role} message", code="not_generated")
+        self._check_replaceable(old)
+        return await self._start_turn(
+            tenant,
+            old.conversation_id,
+            user_content=None,
+            model=model or old.model,
+            params=old.params if params is None else params,
+            cancel_on_disconnect=cancel_on_disconnect,
+            supersede_from=old.seq,
+        )
+
+    async def edit(
+        self,
+        tenant: str,
+        message_id: str,
+        *,
+        content: str,
+        model: str | None = None,
+        params: dict[str, Any] | None = None,
+        cancel_on_disconnect: bool = False,
+    ) -> PostedMessage:
+        """Replace a user message and answer it; it and every later turn leave the context."""
+        old = await self.repo.get_message(tenant, message_id)
+        if old.role != "user":
+            raise Conflict(f"message {message_id} is a {old.role} message", code="not_editable")
+        self._check_replaceable(old)
+        return await self._start_turn(
+            tenant,
+            old.conversation_id,
+            user_content=content,
+            model=model,
+            params=params,
+            cancel_on_disconnect=cancel_on_disconnect,
+            supersede_from=old.seq,
+        )
+
+    @staticmethod
+    def _check_replaceable(message: Message) -> None:
+        if message.superseded_by is not None:
+            raise Conflict(
+                f"message {message.id} was already replaced by {message.superseded_by}",
+                code="message_superseded",
+            )
+        if message.status is Status.STREAMING:
+            raise Conflict(
+                f"message {message.id} is still being generated; cancel it first",
+                code="message_streaming",
+            )
+
+    async def _start_turn(
+        self,
+        tenant: str,
+        conversation_id: str,
+        *,
+        user_content: str | None,
+        model: str | None,
+        params: dict[str, Any] | None,
+        cancel_on_disconnect: bool,
+        supersede_from: int | None = None,
+    ) -> PostedMessage:
         if self.registry.draining:
             # Checked before anything is stored, so a refused post leaves no trace.
             raise ShuttingDown("the service is shutting down; try again shortly")
         conversation = await self.repo.get_conversation(tenant, conversation_id)
         chosen_model = model or conversation.model or self.default_model
-        history = await self.repo.list_messages(conversation_id)
-        user, assistant = await self.repo.add_exchange(
+        user, assistant = await self.repo.add_turn(
             tenant=tenant,
             conversation_id=conversation_id,
-            user_content=content,
+            user_content=user_content,
             model=chosen_model,
             params=params or {},
+            supersede_from=supersede_from,
         )
-        body = build_upstream_body(conversation, history, user, chosen_model, params or {})
+        if supersede_from is not None:
+            for generation in list(self.registry.generations.values()):
+                replaced = generation.message
+                if replaced.conversation_id == conversation_id and replaced.seq >= supersede_from:
+                    generation.stop("superseded")
+        first_new = (user or assistant).seq
+        history = [
+            m
+            for m in await self.repo.list_messages(conversation_id)
+            if m.seq < first_new and m.superseded_by is None
+        ]
+        if user is not None:
+            history.append(user)
+        body = build_upstream_body(
+            conversation, history, chosen_model, params or {}, self.context_tokens
+        )
         self.registry.launch(assistant, body, cancel_on_disconnect=cancel_on_disconnect)
         return PostedMessage(user=user, assistant=assistant)
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free estimate: ~4 characters per token, plus per-message overhead.
+
+    Close enough for English with OpenAI's tokenizers and deliberately on the safe side
+    for budgeting; it never ends up in `usage`, which only holds what the upstream said.
+    """
+    return len(text) // 4 + 4
+
+
+def _context_entry(message: Message) -> dict[str, Any] | None:
+    if message.role == "assistant":
+        if message.status is Status.STREAMING:
+            return None  # another turn still generating: not part of this context
+        if not message.content and not message.tool_calls:
+            return None  # nothing was generated: it would only confuse the model
+    entry: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.role == "assistant" and message.tool_calls:
+        entry["tool_calls"] = message.tool_calls
+    return entry
 
 
 def build_upstream_body(
     conversation: Conversation,
     history: list[Message],
-    new_user: Message,
     model: str,
     params: dict[str, Any],
+    context_tokens: int = 0,
 ) -> dict[str, Any]:
-    """The chat completion request: system prompt, prior turns in order, the new message."""
-    messages: list[dict[str, Any]] = []
+    """The chat completion request: the system prompt, then the most recent turns that fit.
+
+    `history` ends with the message to answer, which is always sent. Older messages are
+    added newest first while their estimated tokens fit `context_tokens` (0: no limit);
+    whole messages only, and the kept ones stay in their original order.
+    """
+    system: list[dict[str, Any]] = []
+    budget = context_tokens if context_tokens > 0 else None
     if conversation.system_prompt:
-        messages.append({"role": "system", "content": conversation.system_prompt})
-    for message in history:
-        if message.role == "assistant" and not message.content and not message.tool_calls:
-            continue  # nothing was generated: it would only confuse the model
-        entry: dict[str, Any] = {"role": message.role, "content": message.content}
-        if message.role == "assistant" and message.tool_calls:
-            entry["tool_calls"] = message.tool_calls
-        messages.append(entry)
-    messages.append({"role": "user", "content": new_user.content})
-    return {**params, "model": model, "messages": messages}
+        system.append({"role": "system", "content": conversation.system_prompt})
+        if budget is not None:
+            budget -= estimate_tokens(conversation.system_prompt)
+    entries = [e for e in (_context_entry(m) for m in history) if e is not None]
+    kept: list[dict[str, Any]] = []
+    for index, entry in enumerate(reversed(entries)):
+        cost = estimate_tokens(str(entry["content"]))
+        if budget is not None and index > 0 and cost > budget:
+            break
+        kept.append(entry)
+        if budget is not None:
+            budget -= cost
+    kept.reverse()
+    return {**params, "model": model, "messages": system + kept}

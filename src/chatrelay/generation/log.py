@@ -75,6 +75,7 @@ def terminal_event(message: Message) -> tuple[str, dict[str, Any]]:
 
 def events_from_message(message: Message) -> list[LogEvent]:
     """Rebuild the event log of a stored message (checkpointed or final)."""
+    message = message.evolve(superseded_by=None)  # a later edit is not part of its events
     events = [LogEvent(1, START, start_data(message))]
     offsets = {"c": 0, "r": 0}
     texts = {"c": message.content, "r": message.reasoning or ""}

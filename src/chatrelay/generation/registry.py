@@ -19,6 +19,7 @@ from chatrelay.generation.log import LogEvent, events_from_message
 from chatrelay.generation.runner import CANCEL, SHUTDOWN, Generation
 from chatrelay.models import Message, Status
 from chatrelay.storage.repository import Repository
+from chatrelay.storage.spool import Spool
 from chatrelay.upstream.client import UpstreamClient
 
 log = logging.getLogger("chatrelay.generation")
@@ -34,8 +35,10 @@ class GenerationRegistry:
         *,
         checkpoint_interval: float = 1.0,
         finished_log_ttl: float = 30.0,
+        spool: Spool | None = None,
     ) -> None:
         self.repo = repo
+        self.spool = spool
         self.upstream = upstream
         self.checkpoint_interval = checkpoint_interval
         self.finished_log_ttl = finished_log_ttl
@@ -43,11 +46,22 @@ class GenerationRegistry:
         self.draining = False
         self._checkpointer: asyncio.Task[None] | None = None
         self._expiry: set[asyncio.TimerHandle] = set()
+        self._pending_finals: dict[str, Message] = {}
+        self._retries: set[asyncio.Task[None]] = set()
         self.last_storage_error: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
+    @property
+    def storage_problem(self) -> str | None:
+        """Why the database is not healthy for us right now, if it is not."""
+        if self._pending_finals:
+            return f"{len(self._pending_finals)} final write(s) waiting for the database"
+        return self.last_storage_error
+
     async def start(self) -> None:
+        if self.spool is not None:
+            await self.spool.replay(self.repo)
         await self.recover()
         self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="checkpointer")
 
@@ -77,6 +91,8 @@ class GenerationRegistry:
         tasks = [g.task for g in self.generations.values() if g.task and not g.task.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=30)
+        if self._retries:
+            await asyncio.wait(list(self._retries), timeout=5)
 
     async def close(self) -> None:
         if self._checkpointer is not None:
@@ -85,6 +101,16 @@ class GenerationRegistry:
         for handle in self._expiry:
             handle.cancel()
         self._expiry.clear()
+        for task in list(self._retries):
+            task.cancel()
+        await asyncio.gather(*self._retries, return_exceptions=True)
+        if self._pending_finals:
+            unsaved = list(self._pending_finals.values())
+            if self.spool is not None:
+                self.spool.write(unsaved)
+            else:
+                log.error("lost %d final write(s): no spool configured", len(unsaved))
+            self._pending_finals.clear()
 
     # -- generations -----------------------------------------------------------------
 
@@ -110,6 +136,9 @@ class GenerationRegistry:
 
         def expire() -> None:
             self._expiry.discard(handle)
+            if message_id in self._pending_finals:
+                self._schedule_expiry(message_id)  # still the only copy of the final state
+                return
             self.generations.pop(message_id, None)
 
         handle = loop.call_later(self.finished_log_ttl, expire)
@@ -146,25 +175,35 @@ class GenerationRegistry:
         )
 
     async def _finalize(self, message: Message) -> None:
-        """The final write: retried with backoff until it lands (or the process must stop)."""
+        """The final write. If the database fails, retry in the background so subscribers
+        get their terminal event now; the write lands later or goes to the spool."""
+        try:
+            await self.repo.finalize(message)
+            self.last_storage_error = None
+        except StorageError as exc:
+            self.last_storage_error = exc.message
+            log.warning("final write of %s failed (%s); retrying", message.id, exc.message)
+            self._pending_finals[message.id] = message
+            task = asyncio.create_task(self._retry_final(message), name=f"final {message.id}")
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+
+    async def _retry_final(self, message: Message) -> None:
         delay = 0.05
-        attempt = 0
+        attempt = 1
         while True:
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
             attempt += 1
             try:
                 await self.repo.finalize(message)
-                if attempt > 1:
-                    log.info("final write of %s succeeded after %d attempts", message.id, attempt)
-                self.last_storage_error = None
-                return
             except StorageError as exc:
                 self.last_storage_error = exc.message
-                if attempt >= 60:
-                    log.error("giving up the final write of %s: %s", message.id, exc.message)
-                    return
-                log.warning("final write of %s failed (%s); retrying", message.id, exc.message)
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 2.0)
+                continue
+            self._pending_finals.pop(message.id, None)
+            self.last_storage_error = None
+            log.info("final write of %s landed after %d attempts", message.id, attempt)
+            return
 
     async def _checkpoint_loop(self) -> None:
         while True:

@@ -86,6 +86,12 @@ def _initial(dialect: str) -> list[str]:
     ]
 
 
+@migration("0002_message_superseded_by")
+def _superseded(dialect: str) -> list[str]:
+    """Edit and regenerate keep old turns but take them out of the context."""
+    return ["ALTER TABLE messages ADD COLUMN superseded_by TEXT"]
+
+
 async def apply_migrations(db: Database) -> list[str]:
     """Apply every migration not yet recorded; returns the names applied now."""
     for attempt in range(20):

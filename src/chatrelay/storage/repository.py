@@ -18,7 +18,8 @@ from chatrelay.storage.database import Database, Row
 
 _MESSAGE_COLUMNS = (
     "id, conversation_id, tenant, seq, role, content, status, finish_reason, model, usage, "
-    "error, reasoning, refusal, tool_calls, params, pieces, created_at, updated_at, completed_at"
+    "error, reasoning, refusal, tool_calls, params, pieces, created_at, updated_at, completed_at, "
+    "superseded_by"
 )
 
 
@@ -63,6 +64,7 @@ def _message(row: Row) -> Message:
         tool_calls=_loads(row["tool_calls"]),
         params=_loads(row["params"]) or {},
         pieces=[(kind, int(length)) for kind, length in (_loads(row["pieces"]) or [])],
+        superseded_by=row["superseded_by"],
     )
 
 
@@ -87,7 +89,17 @@ def _message_values(message: Message, updated_at: str) -> dict[str, Any]:
         "created_at": message.created_at,
         "updated_at": updated_at,
         "completed_at": message.completed_at,
+        "superseded_by": message.superseded_by,
     }
+
+
+def message_record(message: Message) -> dict[str, Any]:
+    """A message as a JSON-ready record (the spool's format)."""
+    return _message_values(message, now_iso())
+
+
+def message_from_record(record: dict[str, Any]) -> Message:
+    return _message(record)
 
 
 class Repository:
@@ -175,42 +187,34 @@ class Repository:
 
     # -- messages --------------------------------------------------------------------
 
-    async def add_exchange(
+    async def add_turn(
         self,
         *,
         tenant: str,
         conversation_id: str,
-        user_content: str,
+        user_content: str | None,
         model: str,
         params: dict[str, Any],
-    ) -> tuple[Message, Message]:
-        """Store a user message and its assistant message (`streaming`) as the next two turns.
+        supersede_from: int | None = None,
+    ) -> tuple[Message | None, Message]:
+        """Store the next turn: a user message (unless regenerating) and a `streaming` reply.
 
-        The sequence numbers come from an atomic increment on the conversation row, so two
-        concurrent posts never collide, on SQLite or PostgreSQL.
+        Sequence numbers come from an atomic increment on the conversation row, so two
+        concurrent posts never collide, on SQLite or PostgreSQL. With `supersede_from`,
+        every active message from that position on leaves the context (edit/regenerate),
+        in the same transaction.
         """
         now = now_iso()
+        count = 2 if user_content is not None else 1
         async with self.db.unit(transaction=True) as unit:
             row = await unit.fetch_one(
-                "UPDATE conversations SET next_seq = next_seq + 2, updated_at = :now "
+                "UPDATE conversations SET next_seq = next_seq + :count, updated_at = :now "
                 "WHERE id = :id AND tenant = :tenant RETURNING next_seq",
-                {"id": conversation_id, "tenant": tenant, "now": now},
+                {"id": conversation_id, "tenant": tenant, "now": now, "count": count},
             )
             if row is None:
                 raise NotFound(f"conversation {conversation_id} not found")
             last = int(row["next_seq"])
-            user = Message(
-                id=new_id("msg"),
-                conversation_id=conversation_id,
-                tenant=tenant,
-                seq=last - 1,
-                role="user",
-                content=user_content,
-                status=Status.COMPLETED,
-                model=None,
-                created_at=now,
-                completed_at=now,
-            )
             assistant = Message(
                 id=new_id("msg"),
                 conversation_id=conversation_id,
@@ -223,13 +227,41 @@ class Repository:
                 created_at=now,
                 params=params,
             )
+            user = None
+            if user_content is not None:
+                user = Message(
+                    id=new_id("msg"),
+                    conversation_id=conversation_id,
+                    tenant=tenant,
+                    seq=last - 1,
+                    role="user",
+                    content=user_content,
+                    status=Status.COMPLETED,
+                    model=None,
+                    created_at=now,
+                    completed_at=now,
+                )
+            if supersede_from is not None:
+                await unit.execute(
+                    "UPDATE messages SET superseded_by = :by, updated_at = :now "
+                    "WHERE conversation_id = :cid AND seq >= :seq AND seq < :first_new "
+                    "AND superseded_by IS NULL",
+                    {
+                        "by": (user or assistant).id,
+                        "now": now,
+                        "cid": conversation_id,
+                        "seq": supersede_from,
+                        "first_new": last - count + 1,
+                    },
+                )
             insert = (
                 f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ("
                 + ", ".join(":" + c.strip() for c in _MESSAGE_COLUMNS.split(","))
                 + ")"
             )
-            await unit.execute(insert, _message_values(user, now))
-            await unit.execute(insert, _message_values(assistant, now))
+            for message in (user, assistant):
+                if message is not None:
+                    await unit.execute(insert, _message_values(message, now))
         return user, assistant
 
     async def list_messages(self, conversation_id: str) -> list[Message]:

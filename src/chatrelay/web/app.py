@@ -15,6 +15,7 @@ from chatrelay.service import ChatService
 from chatrelay.storage.database import Database
 from chatrelay.storage.migrations import apply_migrations
 from chatrelay.storage.repository import Repository
+from chatrelay.storage.spool import Spool
 from chatrelay.upstream.client import UpstreamClient, UpstreamConfig
 from chatrelay.web.auth import Authenticator
 from chatrelay.web.context import AppContext
@@ -76,6 +77,7 @@ def create_app(settings: Settings) -> Starlette:
                 upstream,
                 checkpoint_interval=settings.checkpoint_interval,
                 finished_log_ttl=settings.finished_log_ttl,
+                spool=Spool(settings.data_dir / "spool"),
             )
             await registry.start()
             stack.push_async_callback(registry.close)
@@ -84,7 +86,9 @@ def create_app(settings: Settings) -> Starlette:
                 db=db,
                 upstream=upstream,
                 registry=registry,
-                chat=ChatService(repo, registry, settings.default_model),
+                chat=ChatService(
+                    repo, registry, settings.default_model, context_tokens=settings.context_tokens
+                ),
                 auth=Authenticator(settings.api_keys, settings.secret, settings.stream_token_ttl),
             )
             log.info("chatrelay ready (database: %s)", db.dialect)

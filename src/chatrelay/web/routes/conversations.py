@@ -9,7 +9,7 @@ from starlette.routing import Route
 from chatrelay.errors import BadRequest, NotFound
 from chatrelay.ids import looks_like_id
 from chatrelay.web.context import context
-from chatrelay.web.routes.messages import message_stream, stream_url
+from chatrelay.web.routes.messages import turn_response
 from chatrelay.web.validation import (
     optional_bool,
     optional_object,
@@ -76,11 +76,6 @@ async def delete_conversation(request: Request) -> Response:
     return Response(status_code=204)
 
 
-def _wants_event_stream(request: Request) -> bool:
-    accept = request.headers.get("accept", "")
-    return "text/event-stream" in accept.lower()
-
-
 async def post_message(request: Request) -> Response:
     """Store the user message and start generating; stream it, or answer 202 with links."""
     ctx = context(request)
@@ -89,35 +84,15 @@ async def post_message(request: Request) -> Response:
     body = await read_json_object(request, ctx.settings.max_body_bytes)
     reject_unknown(body, _MESSAGE_FIELDS)
     content = required_text(body, "content", max_len=ctx.settings.max_content_chars)
-    model = optional_str(body, "model", max_len=200)
-    params = upstream_params(body)
-    cancel_on_disconnect = optional_bool(body, "cancel_on_disconnect")
     posted = await ctx.chat.post_message(
         tenant,
         cid,
         content=content,
-        model=model,
-        params=params,
-        cancel_on_disconnect=cancel_on_disconnect,
+        model=optional_str(body, "model", max_len=200),
+        params=upstream_params(body),
+        cancel_on_disconnect=optional_bool(body, "cancel_on_disconnect"),
     )
-    assistant = posted.assistant
-    if _wants_event_stream(request):
-        return await message_stream(
-            request,
-            tenant,
-            assistant.id,
-            cursor=None,
-            headers={"X-Message-Id": assistant.id, "X-User-Message-Id": posted.user.id},
-        )
-    return JSONResponse(
-        {
-            "user_message": posted.user.to_api(),
-            "assistant_message": assistant.to_api(),
-            "stream_url": stream_url(request, tenant, assistant.id),
-        },
-        status_code=202,
-        headers={"Location": f"/v1/messages/{assistant.id}"},
-    )
+    return await turn_response(request, tenant, posted)
 
 
 routes = [

@@ -27,8 +27,9 @@ async def readyz(request: Request) -> JSONResponse:
         checks["database"] = "ok"
     except (StorageError, TimeoutError) as exc:
         checks["database"] = "timeout" if isinstance(exc, TimeoutError) else exc.message
-    if checks["database"] == "ok" and ctx.registry.last_storage_error:
-        checks["database"] = f"recent write failure: {ctx.registry.last_storage_error}"
+    problem = ctx.registry.storage_problem
+    if checks["database"] == "ok" and problem:
+        checks["database"] = f"write trouble: {problem}"
     if ctx.registry.draining:
         checks["service"] = "draining for shutdown"
     ok = all(value == "ok" for value in checks.values())

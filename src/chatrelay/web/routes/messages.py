@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -9,8 +11,17 @@ from starlette.routing import Route
 from chatrelay.errors import NotFound
 from chatrelay.generation.log import parse_cursor
 from chatrelay.ids import looks_like_id
+from chatrelay.service import PostedMessage
 from chatrelay.web.context import context
 from chatrelay.web.sse import event_stream
+from chatrelay.web.validation import (
+    optional_bool,
+    optional_str,
+    read_json_object,
+    reject_unknown,
+    required_text,
+    upstream_params,
+)
 
 
 def _message_id(request: Request) -> str:
@@ -49,11 +60,37 @@ async def message_stream(
     return event_stream(events, on_abandoned=abandoned, headers=headers)
 
 
+def _wants_event_stream(request: Request) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "").lower()
+
+
+async def turn_response(request: Request, tenant: str, posted: PostedMessage) -> Response:
+    """The answer to anything that starts a generation: its event stream, or 202 with links."""
+    assistant = posted.assistant
+    ids = {"X-Message-Id": assistant.id}
+    if posted.user is not None:
+        ids["X-User-Message-Id"] = posted.user.id
+    if _wants_event_stream(request):
+        return await message_stream(request, tenant, assistant.id, cursor=None, headers=ids)
+    body: dict[str, Any] = {
+        "user_message": posted.user.to_api() if posted.user is not None else None,
+        "assistant_message": assistant.to_api(),
+        "stream_url": stream_url(request, tenant, assistant.id),
+    }
+    return JSONResponse(
+        body, status_code=202, headers={**ids, "Location": f"/v1/messages/{assistant.id}"}
+    )
+
+
 async def get_message(request: Request) -> Response:
+    """One message; an assistant message also gets a fresh `stream_url` for its events."""
     ctx = context(request)
     tenant = ctx.auth.tenant(request)
     message = await ctx.chat.get_message(tenant, _message_id(request))
-    return JSONResponse(message.to_api())
+    body = message.to_api()
+    if message.role == "assistant":
+        body["stream_url"] = stream_url(request, tenant, message.id)
+    return JSONResponse(body)
 
 
 async def message_events(request: Request) -> Response:
@@ -77,8 +114,44 @@ async def cancel_message(request: Request) -> Response:
     return JSONResponse(message.to_api())
 
 
+_TURN_FIELDS = ("model", "params", "cancel_on_disconnect")
+
+
+async def regenerate_message(request: Request) -> Response:
+    ctx = context(request)
+    tenant = ctx.auth.tenant(request)
+    body = await read_json_object(request, ctx.settings.max_body_bytes)
+    reject_unknown(body, _TURN_FIELDS)
+    posted = await ctx.chat.regenerate(
+        tenant,
+        _message_id(request),
+        model=optional_str(body, "model", max_len=200),
+        params=upstream_params(body) if "params" in body else None,
+        cancel_on_disconnect=optional_bool(body, "cancel_on_disconnect"),
+    )
+    return await turn_response(request, tenant, posted)
+
+
+async def edit_message(request: Request) -> Response:
+    ctx = context(request)
+    tenant = ctx.auth.tenant(request)
+    body = await read_json_object(request, ctx.settings.max_body_bytes)
+    reject_unknown(body, ("content", *_TURN_FIELDS))
+    posted = await ctx.chat.edit(
+        tenant,
+        _message_id(request),
+        content=required_text(body, "content", max_len=ctx.settings.max_content_chars),
+        model=optional_str(body, "model", max_len=200),
+        params=upstream_params(body),
+        cancel_on_disconnect=optional_bool(body, "cancel_on_disconnect"),
+    )
+    return await turn_response(request, tenant, posted)
+
+
 routes = [
     Route("/v1/messages/{mid}", get_message, methods=["GET"]),
     Route("/v1/messages/{mid}/events", message_events, methods=["GET"]),
     Route("/v1/messages/{mid}/cancel", cancel_message, methods=["POST"]),
+    Route("/v1/messages/{mid}/regenerate", regenerate_message, methods=["POST"]),
+    Route("/v1/messages/{mid}/edit", edit_message, methods=["POST"]),
 ]
