@@ -98,13 +98,23 @@ async def test_resume_at_every_cursor_while_running_and_after(relay: Relay) -> N
         posted = await post_accepted(client, cid, "resume me")
         mid = posted["assistant_message"]["id"]
 
-        # While running: a subscriber that joins at cursor 3 gets exactly the rest.
-        full_task = asyncio.create_task(_follow(client, mid))
-        await asyncio.sleep(0.35)
-        status, resumed_live = await _follow(client, mid, "3")
-        _, full = await full_task
-        assert status == 200
-        assert _triples(resumed_live) == _triples(full[3:])
+        # While running: at every cursor the uninterrupted subscriber receives, a client
+        # reconnects from it at once and must get exactly the rest.
+        resumes: dict[int, asyncio.Task[tuple[int, list[Frame]]]] = {}
+        full: list[Frame] = []
+        async with client.stream("GET", f"/v1/messages/{mid}/events") as response:
+            async for frame in frames(response):
+                if frame.event is None:
+                    continue
+                full.append(frame)
+                if frame.event != "done":
+                    cursor = int(frame.id or "0")
+                    resumes[cursor] = asyncio.create_task(_follow(client, mid, str(cursor)))
+        assert len(resumes) == len(full) - 1 == len(tokens) + 1
+        for cursor, task in resumes.items():
+            status, rest = await task
+            assert status == 200, cursor
+            assert _triples(rest) == _triples(full[cursor:]), cursor
 
         # Finished, log still in memory, then (after the TTL) rebuilt from the database.
         for phase in ("memory", "database"):

@@ -1,0 +1,51 @@
+"""Dependencies point one way, and each outside library stays in the module that owns it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "chatrelay"
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def _modules() -> dict[str, set[str]]:
+    return {str(p.relative_to(PACKAGE)): _imports(p) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _importers(prefix: str) -> set[str]:
+    return {
+        module
+        for module, names in _modules().items()
+        if any(n == prefix or n.startswith(prefix + ".") for n in names)
+    }
+
+
+def test_databases_only_in_storage_database() -> None:
+    assert _importers("databases") == {"storage/database.py"}
+
+
+def test_httpx_only_in_upstream_client() -> None:
+    assert _importers("httpx") == {"upstream/client.py"}
+
+
+def test_core_never_imports_the_web_edge() -> None:
+    core = ("generation/", "storage/", "upstream/", "sse/", "service.py", "models.py")
+    offenders = {
+        module
+        for module in _importers("chatrelay.web") | _importers("starlette.requests")
+        if module.startswith(core)
+    }
+    # The mock upstream is an HTTP server of its own (it stands in for OpenAI), not a
+    # part of chatrelay's edge; it must still not reach into chatrelay.web.
+    assert offenders <= {"upstream/mock.py"}
+    assert "upstream/mock.py" not in _importers("chatrelay.web")
