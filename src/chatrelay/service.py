@@ -6,13 +6,22 @@ Knows nothing of HTTP.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from chatrelay.errors import Conflict, ShuttingDown
 from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.models import Conversation, Message, Status
 from chatrelay.storage.repository import Repository
+
+
+@dataclass(frozen=True)
+class TurnOptions:
+    """How to generate one assistant message; None fields fall back to defaults."""
+
+    model: str | None = None
+    params: dict[str, Any] | None = None
+    cancel_on_disconnect: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,57 +86,30 @@ class ChatService:
         return message
 
     async def post_message(
-        self,
-        tenant: str,
-        conversation_id: str,
-        *,
-        content: str,
-        model: str | None = None,
-        params: dict[str, Any] | None = None,
-        cancel_on_disconnect: bool = False,
+        self, tenant: str, conversation_id: str, *, content: str, options: TurnOptions
     ) -> PostedMessage:
-        return await self._start_turn(
-            tenant,
-            conversation_id,
-            user_content=content,
-            model=model,
-            params=params,
-            cancel_on_disconnect=cancel_on_disconnect,
-        )
+        return await self._start_turn(tenant, conversation_id, content, options)
 
-    async def regenerate(
-        self,
-        tenant: str,
-        message_id: str,
-        *,
-        model: str | None = None,
-        params: dict[str, Any] | None = None,
-        cancel_on_disconnect: bool = False,
-    ) -> PostedMessage:
-        """A new answer to the same history; the old one (and any later turn) is superseded."""
+    async def regenerate(self, tenant: str, message_id: str, options: TurnOptions) -> PostedMessage:
+        """A new answer to the same history; the old one (and any later turn) is superseded.
+
+        Without a model or params of its own, it reuses the old message's.
+        """
         old = await self.repo.get_message(tenant, message_id)
         if old.role != "assistant":
             raise Conflict(f"message {message_id} is a {old.role} message", code="not_generated")
         self._check_replaceable(old)
+        options = replace(
+            options,
+            model=options.model or old.model,
+            params=old.params if options.params is None else options.params,
+        )
         return await self._start_turn(
-            tenant,
-            old.conversation_id,
-            user_content=None,
-            model=model or old.model,
-            params=old.params if params is None else params,
-            cancel_on_disconnect=cancel_on_disconnect,
-            supersede_from=old.seq,
+            tenant, old.conversation_id, None, options, supersede_from=old.seq
         )
 
     async def edit(
-        self,
-        tenant: str,
-        message_id: str,
-        *,
-        content: str,
-        model: str | None = None,
-        params: dict[str, Any] | None = None,
-        cancel_on_disconnect: bool = False,
+        self, tenant: str, message_id: str, *, content: str, options: TurnOptions
     ) -> PostedMessage:
         """Replace a user message and answer it; it and every later turn leave the context."""
         old = await self.repo.get_message(tenant, message_id)
@@ -135,13 +117,7 @@ class ChatService:
             raise Conflict(f"message {message_id} is a {old.role} message", code="not_editable")
         self._check_replaceable(old)
         return await self._start_turn(
-            tenant,
-            old.conversation_id,
-            user_content=content,
-            model=model,
-            params=params,
-            cancel_on_disconnect=cancel_on_disconnect,
-            supersede_from=old.seq,
+            tenant, old.conversation_id, content, options, supersede_from=old.seq
         )
 
     @staticmethod
@@ -161,24 +137,23 @@ class ChatService:
         self,
         tenant: str,
         conversation_id: str,
-        *,
         user_content: str | None,
-        model: str | None,
-        params: dict[str, Any] | None,
-        cancel_on_disconnect: bool,
+        options: TurnOptions,
+        *,
         supersede_from: int | None = None,
     ) -> PostedMessage:
         if self.registry.draining:
             # Checked before anything is stored, so a refused post leaves no trace.
             raise ShuttingDown("the service is shutting down; try again shortly")
         conversation = await self.repo.get_conversation(tenant, conversation_id)
-        chosen_model = model or conversation.model or self.default_model
+        chosen_model = options.model or conversation.model or self.default_model
+        params = options.params or {}
         user, assistant = await self.repo.add_turn(
             tenant=tenant,
             conversation_id=conversation_id,
             user_content=user_content,
             model=chosen_model,
-            params=params or {},
+            params=params,
             supersede_from=supersede_from,
         )
         if supersede_from is not None:
@@ -194,10 +169,8 @@ class ChatService:
         ]
         if user is not None:
             history.append(user)
-        body = build_upstream_body(
-            conversation, history, chosen_model, params or {}, self.context_tokens
-        )
-        self.registry.launch(assistant, body, cancel_on_disconnect=cancel_on_disconnect)
+        body = build_upstream_body(conversation, history, chosen_model, params, self.context_tokens)
+        self.registry.launch(assistant, body, cancel_on_disconnect=options.cancel_on_disconnect)
         return PostedMessage(user=user, assistant=assistant)
 
 

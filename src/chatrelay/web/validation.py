@@ -13,6 +13,7 @@ from typing import Any
 from starlette.requests import Request
 
 from chatrelay.errors import BadRequest, PayloadTooLarge, ValidationFailed
+from chatrelay.service import TurnOptions
 
 
 async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
@@ -113,3 +114,15 @@ def query_int(request: Request, name: str, default: int, *, low: int, high: int)
     if not low <= value <= high:
         raise BadRequest(f"'{name}' must be between {low} and {high}", code="invalid_query")
     return value
+
+
+TURN_FIELDS = ("model", "params", "cancel_on_disconnect")
+
+
+def turn_options(body: dict[str, Any]) -> TurnOptions:
+    """The generation options any turn-starting request may carry (see TURN_FIELDS)."""
+    return TurnOptions(
+        model=optional_str(body, "model", max_len=200),
+        params=upstream_params(body) if "params" in body else None,
+        cancel_on_disconnect=optional_bool(body, "cancel_on_disconnect"),
+    )

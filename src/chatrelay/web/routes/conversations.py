@@ -11,18 +11,18 @@ from chatrelay.ids import looks_like_id
 from chatrelay.web.context import context
 from chatrelay.web.routes.messages import turn_response
 from chatrelay.web.validation import (
-    optional_bool,
+    TURN_FIELDS,
     optional_object,
     optional_str,
     query_int,
     read_json_object,
     reject_unknown,
     required_text,
-    upstream_params,
+    turn_options,
 )
 
 _CONVERSATION_FIELDS = ("title", "system_prompt", "model", "metadata")
-_MESSAGE_FIELDS = ("content", "model", "params", "cancel_on_disconnect")
+_MESSAGE_FIELDS = ("content", *TURN_FIELDS)
 
 
 def _conversation_id(request: Request) -> str:
@@ -84,14 +84,7 @@ async def post_message(request: Request) -> Response:
     body = await read_json_object(request, ctx.settings.max_body_bytes)
     reject_unknown(body, _MESSAGE_FIELDS)
     content = required_text(body, "content", max_len=ctx.settings.max_content_chars)
-    posted = await ctx.chat.post_message(
-        tenant,
-        cid,
-        content=content,
-        model=optional_str(body, "model", max_len=200),
-        params=upstream_params(body),
-        cancel_on_disconnect=optional_bool(body, "cancel_on_disconnect"),
-    )
+    posted = await ctx.chat.post_message(tenant, cid, content=content, options=turn_options(body))
     return await turn_response(request, tenant, posted)
 
 

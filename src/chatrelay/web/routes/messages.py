@@ -15,12 +15,11 @@ from chatrelay.service import PostedMessage
 from chatrelay.web.context import context
 from chatrelay.web.sse import event_stream
 from chatrelay.web.validation import (
-    optional_bool,
-    optional_str,
+    TURN_FIELDS,
     read_json_object,
     reject_unknown,
     required_text,
-    upstream_params,
+    turn_options,
 )
 
 
@@ -114,21 +113,12 @@ async def cancel_message(request: Request) -> Response:
     return JSONResponse(message.to_api())
 
 
-_TURN_FIELDS = ("model", "params", "cancel_on_disconnect")
-
-
 async def regenerate_message(request: Request) -> Response:
     ctx = context(request)
     tenant = ctx.auth.tenant(request)
     body = await read_json_object(request, ctx.settings.max_body_bytes)
-    reject_unknown(body, _TURN_FIELDS)
-    posted = await ctx.chat.regenerate(
-        tenant,
-        _message_id(request),
-        model=optional_str(body, "model", max_len=200),
-        params=upstream_params(body) if "params" in body else None,
-        cancel_on_disconnect=optional_bool(body, "cancel_on_disconnect"),
-    )
+    reject_unknown(body, TURN_FIELDS)
+    posted = await ctx.chat.regenerate(tenant, _message_id(request), turn_options(body))
     return await turn_response(request, tenant, posted)
 
 
@@ -136,14 +126,10 @@ async def edit_message(request: Request) -> Response:
     ctx = context(request)
     tenant = ctx.auth.tenant(request)
     body = await read_json_object(request, ctx.settings.max_body_bytes)
-    reject_unknown(body, ("content", *_TURN_FIELDS))
+    reject_unknown(body, ("content", *TURN_FIELDS))
+    content = required_text(body, "content", max_len=ctx.settings.max_content_chars)
     posted = await ctx.chat.edit(
-        tenant,
-        _message_id(request),
-        content=required_text(body, "content", max_len=ctx.settings.max_content_chars),
-        model=optional_str(body, "model", max_len=200),
-        params=upstream_params(body),
-        cancel_on_disconnect=optional_bool(body, "cancel_on_disconnect"),
+        tenant, _message_id(request), content=content, options=turn_options(body)
     )
     return await turn_response(request, tenant, posted)
 
