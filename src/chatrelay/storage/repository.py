@@ -13,7 +13,7 @@ from typing import Any
 from chatrelay.clock import now_iso
 from chatrelay.errors import NotFound
 from chatrelay.ids import new_id
-from chatrelay.models import Conversation, Message, Status
+from chatrelay.models import Conversation, Message, Status, scrub_nul
 from chatrelay.storage.database import Database, Row
 
 _MESSAGE_COLUMNS = (
@@ -21,6 +21,13 @@ _MESSAGE_COLUMNS = (
     "error, reasoning, refusal, tool_calls, params, pieces, created_at, updated_at, completed_at, "
     "superseded_by"
 )
+
+_INSERT_MESSAGE = (
+    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ("
+    + ", ".join(":" + c.strip() for c in _MESSAGE_COLUMNS.split(","))
+    + ")"
+)
+_TEXT_FIELDS = ("content", "reasoning", "refusal", "model")
 
 
 def _dumps(value: Any) -> str | None:
@@ -69,6 +76,14 @@ def _message(row: Row) -> Message:
 
 
 def _message_values(message: Message, updated_at: str) -> dict[str, Any]:
+    values = _raw_message_values(message, updated_at)
+    for name in _TEXT_FIELDS:
+        if values[name] is not None:
+            values[name] = scrub_nul(values[name])
+    return values
+
+
+def _raw_message_values(message: Message, updated_at: str) -> dict[str, Any]:
     return {
         "id": message.id,
         "conversation_id": message.conversation_id,
@@ -136,9 +151,9 @@ class Repository:
                 {
                     "id": conversation.id,
                     "tenant": tenant,
-                    "title": title,
-                    "system_prompt": system_prompt,
-                    "model": model,
+                    "title": None if title is None else scrub_nul(title),
+                    "system_prompt": None if system_prompt is None else scrub_nul(system_prompt),
+                    "model": None if model is None else scrub_nul(model),
                     "metadata": _dumps(metadata),
                     "created_at": now,
                     "updated_at": now,
@@ -254,14 +269,9 @@ class Repository:
                         "first_new": last - count + 1,
                     },
                 )
-            insert = (
-                f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ("
-                + ", ".join(":" + c.strip() for c in _MESSAGE_COLUMNS.split(","))
-                + ")"
-            )
             for message in (user, assistant):
                 if message is not None:
-                    await unit.execute(insert, _message_values(message, now))
+                    await unit.execute(_INSERT_MESSAGE, _message_values(message, now))
         return user, assistant
 
     async def list_messages(self, conversation_id: str) -> list[Message]:
@@ -295,8 +305,8 @@ class Repository:
                 [
                     {
                         "id": m.id,
-                        "content": m.content,
-                        "reasoning": m.reasoning,
+                        "content": scrub_nul(m.content),
+                        "reasoning": None if m.reasoning is None else scrub_nul(m.reasoning),
                         "pieces": _dumps([list(p) for p in m.pieces]),
                         "now": now,
                     }
@@ -345,3 +355,29 @@ class Repository:
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE status = 'streaming'"
             )
         return [_message(r) for r in rows]
+
+    async def append_messages(
+        self, tenant: str, conversation_id: str, messages: Sequence[Message]
+    ) -> list[Message]:
+        """Store `messages` as the conversation's next turns, in order, in one transaction.
+
+        Ids and contents are the caller's; the sequence numbers come from the same atomic
+        counter as `add_turn`, so concurrent writers never collide. Returns the messages as
+        stored.
+        """
+        now = now_iso()
+        async with self.db.unit(transaction=True) as unit:
+            row = await unit.fetch_one(
+                "UPDATE conversations SET next_seq = next_seq + :count, updated_at = :now "
+                "WHERE id = :id AND tenant = :tenant RETURNING next_seq",
+                {"id": conversation_id, "tenant": tenant, "now": now, "count": len(messages)},
+            )
+            if row is None:
+                raise NotFound(f"conversation {conversation_id} not found")
+            first = int(row["next_seq"]) - len(messages) + 1
+            stored = [
+                m.evolve(conversation_id=conversation_id, tenant=tenant, seq=first + i)
+                for i, m in enumerate(messages)
+            ]
+            await unit.execute_many(_INSERT_MESSAGE, [_message_values(m, now) for m in stored])
+        return stored

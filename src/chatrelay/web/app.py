@@ -20,7 +20,7 @@ from chatrelay.upstream.client import UpstreamClient, UpstreamConfig
 from chatrelay.web.auth import Authenticator
 from chatrelay.web.context import AppContext
 from chatrelay.web.errors import EXCEPTION_HANDLERS
-from chatrelay.web.routes import conversations, health, messages
+from chatrelay.web.routes import conversations, health, messages, openai
 
 log = logging.getLogger("chatrelay")
 
@@ -97,7 +97,12 @@ def create_app(settings: Settings) -> Starlette:
             finally:
                 await registry.drain(settings.shutdown_grace)
 
-    routes: list[BaseRoute] = [*health.routes, *conversations.routes, *messages.routes]
+    routes: list[BaseRoute] = [
+        *health.routes,
+        *conversations.routes,
+        *messages.routes,
+        *openai.routes,
+    ]
     return Starlette(
         routes=routes,
         exception_handlers=EXCEPTION_HANDLERS,

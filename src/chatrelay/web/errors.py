@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -70,3 +71,116 @@ EXCEPTION_HANDLERS = {
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,
 }
+
+
+# -- OpenAI's error shape, for /v1/chat/completions and /v1/models ----------------------------
+
+# Where an OpenAI client must see another status than the native API's (or the only status
+# a generation's recorded error code has). 422 is always 400, as OpenAI answers validation.
+_OPENAI_STATUS = {
+    "upstream_auth_failed": 502,  # the relay's upstream key, not the client's: a gateway fault
+    "upstream_not_found": 404,
+    "upstream_rate_limited": 429,
+    "upstream_bad_request": 400,  # the client's own fields, passed through, were refused
+    "upstream_unavailable": 502,
+    "upstream_unreachable": 502,
+    "upstream_connection_lost": 502,
+    "upstream_timeout_connect": 504,
+    "upstream_timeout_first_byte": 504,
+    "upstream_timeout_idle": 504,
+    "upstream_timeout_total": 504,
+    "shutting_down": 503,
+    "interrupted": 503,
+    "database_unavailable": 503,
+    "internal_error": 500,
+}
+_UPSTREAM_AUTH_NOTE = (
+    "chatrelay's own upstream credentials were rejected; your client key is fine "
+    "(the operator must fix OPENAI_API_KEY): "
+)
+_DEFAULT_RATE_LIMIT_WAIT = 1.0
+
+
+def _openai_status(code: str, status: int | None) -> int:
+    fallback = 502 if code.startswith("upstream_") else 500
+    chosen = _OPENAI_STATUS.get(code, status if status is not None else fallback)
+    return 400 if chosen == 422 else chosen
+
+
+def _openai_body(code: str, message: str, status: int, param: str | None) -> dict[str, Any]:
+    if status in (401, 403):
+        kind = "authentication_error"
+    elif status == 429:
+        kind = "rate_limit_error"
+    elif status >= 500:
+        kind = "server_error"
+    else:
+        kind = "invalid_request_error"
+    if code == "upstream_auth_failed":
+        message = _UPSTREAM_AUTH_NOTE + message
+    return {"error": {"message": message, "type": kind, "code": code, "param": param}}
+
+
+def openai_error(
+    code: str,
+    message: str,
+    *,
+    status: int | None = None,
+    param: str | None = None,
+    retry_after: float | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """`{"error": {"message", "type", "code", "param"}}` with the status OpenAI SDKs map to
+    their error classes; `status` is the fallback for codes without an OpenAI-specific one."""
+    chosen = _openai_status(code, status)
+    extra = dict(headers or {})
+    if chosen == 429 and retry_after is None:
+        retry_after = _DEFAULT_RATE_LIMIT_WAIT
+    if retry_after is not None and chosen in (429, 503):
+        extra["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    if chosen >= 500:
+        log.warning("openai-compatible request failed: %d %s", chosen, code)
+    return JSONResponse(
+        _openai_body(code, message, chosen, param), status_code=chosen, headers=extra
+    )
+
+
+def openai_error_response(
+    exc: ChatRelayError, *, param: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """A raised error in OpenAI's shape."""
+    return openai_error(
+        exc.code,
+        exc.message,
+        status=exc.status,
+        param=param,
+        retry_after=exc.retry_after,
+        headers=headers,
+    )
+
+
+def _recorded(error: dict[str, Any]) -> tuple[str, str]:
+    code = error.get("code")
+    message = error.get("message")
+    return (
+        code if isinstance(code, str) and code else "internal_error",
+        message if isinstance(message, str) and message else "the generation failed",
+    )
+
+
+def openai_recorded_error(
+    error: dict[str, Any], *, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """A generation's recorded `error` (`{"code", "message", "retry_after"?}`) as a response,
+    for a failure that came before any output was sent."""
+    code, message = _recorded(error)
+    retry_after = error.get("retry_after")
+    if isinstance(retry_after, bool) or not isinstance(retry_after, (int, float)):
+        retry_after = None
+    return openai_error(code, message, retry_after=retry_after, headers=headers)
+
+
+def openai_stream_error(error: dict[str, Any]) -> dict[str, Any]:
+    """The in-stream payload OpenAI sends (`data: {"error": {...}}`) once output has begun."""
+    code, message = _recorded(error)
+    return _openai_body(code, message, _openai_status(code, None), None)

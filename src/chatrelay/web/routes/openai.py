@@ -1,0 +1,190 @@
+"""`/v1/chat/completions` and `/v1/models` in OpenAI's shapes, so any OpenAI SDK works here.
+
+Every error on these routes takes OpenAI's shape (`web.errors.openai_*`). A completion
+waits for the generation's first event after `start` before answering, so that an upstream
+that fails before any output gets its own HTTP status instead of a 200 stream.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chatrelay.compat import (
+    ChatCompletions,
+    CompletionRenderer,
+    InvalidRequest,
+    ModelCatalog,
+    parse_completion_request,
+)
+from chatrelay.errors import ChatRelayError, MethodNotAllowed, NotFound
+from chatrelay.generation.log import DONE, ERROR, START, LogEvent
+from chatrelay.ids import looks_like_id
+from chatrelay.web.context import context
+from chatrelay.web.errors import (
+    openai_error,
+    openai_error_response,
+    openai_recorded_error,
+    openai_stream_error,
+)
+from chatrelay.web.sse import SSE_HEADERS
+from chatrelay.web.validation import read_json_object
+
+log = logging.getLogger("chatrelay.web")
+
+CONVERSATION_HEADER = "X-Chatrelay-Conversation-Id"
+MESSAGE_HEADER = "X-Chatrelay-Message-Id"
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+Events = AsyncIterator[LogEvent | None]
+
+
+def _openai_endpoint(method: str) -> Callable[[Endpoint], Endpoint]:
+    """Only `method` is allowed, and every error leaves in OpenAI's shape."""
+
+    def wrap(handler: Endpoint) -> Endpoint:
+        @functools.wraps(handler)
+        async def endpoint(request: Request) -> Response:
+            try:
+                if request.method != method:
+                    raise MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+                return await handler(request)
+            except InvalidRequest as exc:
+                return openai_error_response(exc, param=exc.param)
+            except MethodNotAllowed as exc:
+                return openai_error_response(exc, headers={"Allow": method})
+            except ChatRelayError as exc:
+                return openai_error_response(exc)
+            except Exception:
+                log.exception("unhandled error on %s %s", request.method, request.url.path)
+                return openai_error(
+                    "internal_error", "the service failed to handle this request", status=500
+                )
+
+        return endpoint
+
+    return wrap
+
+
+def _conversation_header(request: Request) -> str | None:
+    raw = request.headers.get(CONVERSATION_HEADER, "").strip()
+    if not raw:
+        return None
+    if not looks_like_id(raw, "conv"):
+        raise NotFound(f"conversation {raw[:64]} not found")
+    return raw
+
+
+async def _next_event(events: Events) -> LogEvent | None:
+    """The next real event (heartbeats and `start` skipped); None if the log ended early."""
+    async for event in events:
+        if event is not None and event.kind != START:
+            return event
+    return None
+
+
+def _data(payload: dict[str, Any] | str) -> ServerSentEvent:
+    if not isinstance(payload, str):
+        payload = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return ServerSentEvent(data=payload, sep="\n")
+
+
+async def _chunk_frames(
+    renderer: CompletionRenderer, first: LogEvent, events: Events
+) -> AsyncIterator[ServerSentEvent]:
+    """`data:` frames only: the role chunk, content, the closing chunks, `[DONE]`.
+
+    A failure after output has begun is OpenAI's in-stream `{"error": …}`, then the end.
+    """
+    yield _data(renderer.opening())
+    event: LogEvent | None = first
+    while True:
+        if event is None:
+            yield ServerSentEvent(comment="ping", sep="\n")
+        elif event.kind == ERROR:
+            yield _data(openai_stream_error(event.data["error"]))
+            return
+        else:
+            for chunk in renderer.chunks(event):
+                yield _data(chunk)
+            if event.kind == DONE:
+                yield _data("[DONE]")
+                return
+        try:
+            event = await anext(events)
+        except StopAsyncIteration:
+            return
+
+
+@_openai_endpoint("POST")
+async def chat_completions(request: Request) -> Response:
+    ctx = context(request)
+    tenant = ctx.auth.tenant(request)
+    body = await read_json_object(request, ctx.settings.max_body_bytes)
+    completion = parse_completion_request(body)
+    completions = ChatCompletions(ctx.chat.repo, ctx.registry, ctx.settings.default_model)
+    started = await completions.start(
+        tenant, completion, conversation_id=_conversation_header(request)
+    )
+    assistant = started.assistant
+    ids = {CONVERSATION_HEADER: started.conversation_id, MESSAGE_HEADER: assistant.id}
+    events = await ctx.registry.events(
+        tenant, assistant.id, None, heartbeat=ctx.settings.ping_interval
+    )
+    if events is None:  # only a cursor at the terminal event gives None; there is none here
+        raise RuntimeError(f"no event stream for new message {assistant.id}")
+    renderer = CompletionRenderer(assistant, include_usage=completion.include_usage)
+    first = await _next_event(events)
+    if first is None:
+        raise RuntimeError(f"event log of {assistant.id} ended without a terminal event")
+    if first.kind == ERROR:
+        return openai_recorded_error(first.data["error"], headers=ids)
+    if completion.stream:
+        return EventSourceResponse(
+            _chunk_frames(renderer, first, events),
+            headers={**SSE_HEADERS, **ids},
+            ping=0,
+            sep="\n",
+        )
+    final = first
+    while not final.is_terminal:
+        following = await _next_event(events)
+        if following is None:
+            raise RuntimeError(f"event log of {assistant.id} ended without a terminal event")
+        final = following
+    if final.kind == ERROR:
+        return openai_recorded_error(final.data["error"], headers=ids)
+    return JSONResponse(renderer.completion(final.data["message"]), headers=ids)
+
+
+def _catalog(request: Request) -> ModelCatalog:
+    """One catalog per app, made on first use."""
+    state = request.app.state
+    catalog = getattr(state, "openai_model_catalog", None)
+    if not isinstance(catalog, ModelCatalog):
+        catalog = ModelCatalog(context(request).upstream)
+        state.openai_model_catalog = catalog
+    return catalog
+
+
+@_openai_endpoint("GET")
+async def list_models(request: Request) -> Response:
+    context(request).auth.tenant(request)
+    return JSONResponse(await _catalog(request).listing())
+
+
+# Every method reaches the handlers, so that a wrong one gets its 405 in OpenAI's shape too.
+_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=_ANY_METHOD),
+    Route("/v1/models", list_models, methods=_ANY_METHOD),
+]
