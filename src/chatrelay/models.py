@@ -7,6 +7,11 @@ from enum import StrEnum
 from typing import Any
 
 
+def scrub_nul(text: str) -> str:
+    """PostgreSQL text cannot hold NUL, so it becomes U+FFFD — on every backend alike."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 class Status(StrEnum):
     """Lifecycle of a message. User and system messages are born `completed`."""
 

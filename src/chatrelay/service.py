@@ -189,9 +189,17 @@ def _context_entry(message: Message) -> dict[str, Any] | None:
             return None  # another turn still generating: not part of this context
         if not message.content and not message.tool_calls:
             return None  # nothing was generated: it would only confuse the model
-    entry: dict[str, Any] = {"role": message.role, "content": message.content}
+    # Content parts (images, files) and tool fields recorded from OpenAI-style requests
+    # live in `params`; the upstream needs them back as they were.
+    parts = message.params.get("content") if message.role != "assistant" else None
+    content = parts if parts is not None else message.content
+    entry: dict[str, Any] = {"role": message.role, "content": content}
     if message.role == "assistant" and message.tool_calls:
         entry["tool_calls"] = message.tool_calls
+    if message.role == "tool":
+        for key in ("tool_call_id", "name"):
+            if key in message.params:
+                entry[key] = message.params[key]
     return entry
 
 

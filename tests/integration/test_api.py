@@ -253,3 +253,24 @@ async def test_get_message_shape(relay: Relay) -> None:
     ):
         assert key in message
     assert message["conversation_id"] == cid and message["role"] == "assistant"
+
+
+async def test_nul_characters_are_stored_as_replacement(relay: Relay) -> None:
+    relay.upstream.enqueue(Reply(tokens=["a\x00b", "c"]))
+    async with relay.client() as client:
+        cid = await new_conversation(client, title="t\x00itle")
+        _, got = await post_streaming(client, cid, "nul \x00 inside")
+        conv = (await client.get(f"/v1/conversations/{cid}")).json()
+    streamed = "".join(f.json["content"] for f in got if f.event == "delta")
+    assert streamed == "a\ufffdbc"
+    assert conv["title"] == "t\ufffditle"
+    assert [m["content"] for m in conv["messages"]] == ["nul \ufffd inside", "a\ufffdbc"]
+    assert conv["messages"][1]["status"] == "completed"
+
+
+async def test_deeply_nested_json_is_a_400(relay: Relay) -> None:
+    body = b'{"content": "x", "params": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    async with relay.client() as client:
+        cid = await new_conversation(client)
+        response = await client.post(f"/v1/conversations/{cid}/messages", content=body)
+    assert_error(response, 400, "invalid_json")

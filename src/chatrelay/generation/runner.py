@@ -16,7 +16,7 @@ from typing import Any
 from chatrelay.clock import now_iso
 from chatrelay.errors import ChatRelayError
 from chatrelay.generation.log import DELTA, REASONING, EventLog, start_data, terminal_event
-from chatrelay.models import Message, Status
+from chatrelay.models import Message, Status, scrub_nul
 from chatrelay.upstream.client import UpstreamClient, UpstreamStream
 
 log = logging.getLogger("chatrelay.generation")
@@ -101,6 +101,8 @@ class Generation:
                 await asyncio.gather(self._inner, return_exceptions=True)
             except ChatRelayError as exc:
                 status, error = Status.FAILED, exc.to_dict()
+                if exc.retry_after is not None:
+                    error["retry_after"] = exc.retry_after
             except Exception:
                 log.exception("generation %s failed unexpectedly", self.message.id)
                 status = Status.FAILED
@@ -122,14 +124,16 @@ class Generation:
         async with aclosing(self._stream.__aiter__()) as deltas:
             async for delta in deltas:
                 if delta.content:
-                    self._content.append(delta.content)
-                    self._pieces.append(("c", len(delta.content)))
-                    self.log.append(DELTA, {"content": delta.content})
+                    piece = scrub_nul(delta.content)  # streamed exactly as it is stored
+                    self._content.append(piece)
+                    self._pieces.append(("c", len(piece)))
+                    self.log.append(DELTA, {"content": piece})
                     self.dirty = True
                 if delta.reasoning:
-                    self._reasoning.append(delta.reasoning)
-                    self._pieces.append(("r", len(delta.reasoning)))
-                    self.log.append(REASONING, {"content": delta.reasoning})
+                    piece = scrub_nul(delta.reasoning)
+                    self._reasoning.append(piece)
+                    self._pieces.append(("r", len(piece)))
+                    self.log.append(REASONING, {"content": piece})
                     self.dirty = True
 
     def _final_message(self, status: Status, error: dict[str, Any] | None) -> Message:
