@@ -145,31 +145,26 @@ class ChatService:
         if self.registry.draining:
             # Checked before anything is stored, so a refused post leaves no trace.
             raise ShuttingDown("the service is shutting down; try again shortly")
-        conversation = await self.repo.get_conversation(tenant, conversation_id)
-        chosen_model = options.model or conversation.model or self.default_model
         params = options.params or {}
-        user, assistant = await self.repo.add_turn(
+        turn = await self.repo.add_turn(
             tenant=tenant,
             conversation_id=conversation_id,
             user_content=user_content,
-            model=chosen_model,
+            model=options.model,
+            default_model=self.default_model,
             params=params,
             supersede_from=supersede_from,
         )
+        user, assistant = turn.user, turn.assistant
         if supersede_from is not None:
             for generation in list(self.registry.generations.values()):
                 replaced = generation.message
                 if replaced.conversation_id == conversation_id and replaced.seq >= supersede_from:
                     generation.stop("superseded")
-        first_new = (user or assistant).seq
-        history = [
-            m
-            for m in await self.repo.list_messages(conversation_id)
-            if m.seq < first_new and m.superseded_by is None
-        ]
-        if user is not None:
-            history.append(user)
-        body = build_upstream_body(conversation, history, chosen_model, params, self.context_tokens)
+        history = turn.history + ([user] if user is not None else [])
+        body = build_upstream_body(
+            turn.conversation, history, assistant.model or "", params, self.context_tokens
+        )
         self.registry.launch(assistant, body, cancel_on_disconnect=options.cancel_on_disconnect)
         return PostedMessage(user=user, assistant=assistant)
 

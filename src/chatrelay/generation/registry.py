@@ -47,6 +47,9 @@ class GenerationRegistry:
         self._checkpointer: asyncio.Task[None] | None = None
         self._expiry: set[asyncio.TimerHandle] = set()
         self._pending_finals: dict[str, Message] = {}
+        self._final_queue: list[tuple[Message, asyncio.Future[None]]] = []
+        self._final_wakeup = asyncio.Event()
+        self._final_writer_task: asyncio.Task[None] | None = None
         self._retries: set[asyncio.Task[None]] = set()
         self.last_storage_error: str | None = None
 
@@ -64,6 +67,7 @@ class GenerationRegistry:
             await self.spool.replay(self.repo)
         await self.recover()
         self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="checkpointer")
+        self._final_writer_task = asyncio.create_task(self._final_writer(), name="final writer")
 
     async def recover(self) -> int:
         """Messages left `streaming` by a dead process become `interrupted`, checkpoint kept."""
@@ -95,9 +99,10 @@ class GenerationRegistry:
             await asyncio.wait(list(self._retries), timeout=5)
 
     async def close(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.cancel()
-            await asyncio.gather(self._checkpointer, return_exceptions=True)
+        for task in (self._checkpointer, self._final_writer_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for handle in self._expiry:
             handle.cancel()
         self._expiry.clear()
@@ -175,10 +180,16 @@ class GenerationRegistry:
         )
 
     async def _finalize(self, message: Message) -> None:
-        """The final write. If the database fails, retry in the background so subscribers
-        get their terminal event now; the write lands later or goes to the spool."""
+        """The final write, group-committed with others finishing at the same moment.
+
+        If the database fails, the write is retried in the background so subscribers
+        get their terminal event now; it lands later or goes to the spool.
+        """
+        done = asyncio.get_running_loop().create_future()
+        self._final_queue.append((message, done))
+        self._final_wakeup.set()
         try:
-            await self.repo.finalize(message)
+            await done
             self.last_storage_error = None
         except StorageError as exc:
             self.last_storage_error = exc.message
@@ -187,6 +198,28 @@ class GenerationRegistry:
             task = asyncio.create_task(self._retry_final(message), name=f"final {message.id}")
             self._retries.add(task)
             task.add_done_callback(self._retries.discard)
+
+    async def _final_writer(self) -> None:
+        """Writes whatever final messages queued up while the previous batch was written."""
+        while True:
+            await self._final_wakeup.wait()
+            self._final_wakeup.clear()
+            batch, self._final_queue = self._final_queue, []
+            if not batch:
+                continue
+            try:
+                await self.repo.finalize(*(message for message, _ in batch))
+            except Exception as exc:
+                failure = (
+                    exc if isinstance(exc, StorageError) else StorageError(f"final write: {exc}")
+                )
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(failure)
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
 
     async def _retry_final(self, message: Message) -> None:
         delay = 0.05

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from chatrelay.clock import now_iso
@@ -28,6 +29,23 @@ _INSERT_MESSAGE = (
     + ")"
 )
 _TEXT_FIELDS = ("content", "reasoning", "refusal", "model")
+_FINAL_FIELDS = frozenset(
+    [
+        "id",
+        "content",
+        "status",
+        "finish_reason",
+        "model",
+        "usage",
+        "error",
+        "reasoning",
+        "refusal",
+        "tool_calls",
+        "pieces",
+        "updated_at",
+        "completed_at",
+    ]
+)
 
 
 def _dumps(value: Any) -> str | None:
@@ -115,6 +133,16 @@ def message_record(message: Message) -> dict[str, Any]:
 
 def message_from_record(record: dict[str, Any]) -> Message:
     return _message(record)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A stored turn, with the conversation and the active history that precede it."""
+
+    conversation: Conversation
+    history: list[Message]
+    user: Message | None
+    assistant: Message
 
 
 class Repository:
@@ -208,27 +236,31 @@ class Repository:
         tenant: str,
         conversation_id: str,
         user_content: str | None,
-        model: str,
+        model: str | None,
+        default_model: str,
         params: dict[str, Any],
         supersede_from: int | None = None,
-    ) -> tuple[Message | None, Message]:
+    ) -> Turn:
         """Store the next turn: a user message (unless regenerating) and a `streaming` reply.
 
-        Sequence numbers come from an atomic increment on the conversation row, so two
-        concurrent posts never collide, on SQLite or PostgreSQL. With `supersede_from`,
-        every active message from that position on leaves the context (edit/regenerate),
-        in the same transaction.
+        One transaction does it all and returns what generation needs (the conversation
+        and the active history before the turn). Sequence numbers come from an atomic
+        increment on the conversation row, so two concurrent posts never collide, on
+        SQLite or PostgreSQL. With `supersede_from`, every active message from that
+        position on leaves the context (edit/regenerate).
         """
         now = now_iso()
         count = 2 if user_content is not None else 1
         async with self.db.unit(transaction=True) as unit:
             row = await unit.fetch_one(
                 "UPDATE conversations SET next_seq = next_seq + :count, updated_at = :now "
-                "WHERE id = :id AND tenant = :tenant RETURNING next_seq",
+                "WHERE id = :id AND tenant = :tenant RETURNING *",
                 {"id": conversation_id, "tenant": tenant, "now": now, "count": count},
             )
             if row is None:
                 raise NotFound(f"conversation {conversation_id} not found")
+            conversation = _conversation(row)
+            model = model or conversation.model or default_model
             last = int(row["next_seq"])
             assistant = Message(
                 id=new_id("msg"),
@@ -250,7 +282,7 @@ class Repository:
                     tenant=tenant,
                     seq=last - 1,
                     role="user",
-                    content=user_content,
+                    content=scrub_nul(user_content),
                     status=Status.COMPLETED,
                     model=None,
                     created_at=now,
@@ -269,10 +301,16 @@ class Repository:
                         "first_new": last - count + 1,
                     },
                 )
-            for message in (user, assistant):
-                if message is not None:
-                    await unit.execute(_INSERT_MESSAGE, _message_values(message, now))
-        return user, assistant
+            history_rows = await unit.fetch_all(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :id "
+                "AND seq < :first_new AND superseded_by IS NULL ORDER BY seq",
+                {"id": conversation_id, "first_new": last - count + 1},
+            )
+            await unit.execute_many(
+                _INSERT_MESSAGE,
+                [_message_values(m, now) for m in (user, assistant) if m is not None],
+            )
+        return Turn(conversation, [_message(r) for r in history_rows], user, assistant)
 
     async def list_messages(self, conversation_id: str) -> list[Message]:
         async with self.db.unit() as unit:
@@ -314,40 +352,25 @@ class Repository:
                 ],
             )
 
-    async def finalize(self, message: Message) -> bool:
-        """Write the final state once. Idempotent: a second call (a retry) changes nothing.
+    async def finalize(self, *messages: Message) -> None:
+        """Write final states, all in one transaction (a group commit under load).
 
-        Returns False when the row was already final or is gone (conversation deleted).
+        Idempotent: the write applies only to a row still `streaming`, so a retry, a
+        spool replay or a row already gone (conversation deleted) changes nothing.
         """
-        values = _message_values(message, now_iso())
-        async with self.db.unit() as unit:
-            row = await unit.fetch_one(
+        now = now_iso()
+        async with self.db.unit(transaction=len(messages) > 1) as unit:
+            await unit.execute_many(
                 "UPDATE messages SET content = :content, status = :status, "
                 "finish_reason = :finish_reason, model = :model, usage = :usage, "
                 "error = :error, reasoning = :reasoning, refusal = :refusal, "
                 "tool_calls = :tool_calls, pieces = :pieces, updated_at = :updated_at, "
-                "completed_at = :completed_at WHERE id = :id AND status = 'streaming' "
-                "RETURNING id",
-                {
-                    k: values[k]
-                    for k in [
-                        "id",
-                        "content",
-                        "status",
-                        "finish_reason",
-                        "model",
-                        "usage",
-                        "error",
-                        "reasoning",
-                        "refusal",
-                        "tool_calls",
-                        "pieces",
-                        "updated_at",
-                        "completed_at",
-                    ]
-                },
+                "completed_at = :completed_at WHERE id = :id AND status = 'streaming'",
+                [
+                    {k: v for k, v in _message_values(m, now).items() if k in _FINAL_FIELDS}
+                    for m in messages
+                ],
             )
-        return row is not None
 
     async def streaming_messages(self) -> list[Message]:
         async with self.db.unit() as unit:
