@@ -59,10 +59,16 @@ class CompletionRequest:
     def upstream_body(self, model: str) -> dict[str, Any]:
         """What goes upstream: the client's body as sent; `stream` and usage are the relay's.
 
-        `stream_options.include_usage` is dropped because the upstream client always asks
-        for usage (the record needs it); the client's own wish only decides what it is shown.
+        The upstream client asks for usage by default (the record needs it); with
+        CHATRELAY_INCLUDE_USAGE=false it does not, but a client that asks for usage
+        itself still gets it asked for.
         """
-        return {**self.passthrough, "model": model, "messages": self.messages}
+        body = {**self.passthrough, "model": model, "messages": self.messages}
+        if self.include_usage:
+            options = dict(body.get("stream_options") or {})
+            options["include_usage"] = True
+            body["stream_options"] = options
+        return body
 
 
 def parse_completion_request(body: dict[str, Any]) -> CompletionRequest:

@@ -258,7 +258,9 @@ async def test_get_message_shape(relay: Relay) -> None:
 async def test_nul_characters_are_stored_as_replacement(relay: Relay) -> None:
     relay.upstream.enqueue(Reply(tokens=["a\x00b", "c"]))
     async with relay.client() as client:
-        cid = await new_conversation(client, title="t\x00itle")
+        created = await client.post("/v1/conversations", json={"title": "t\x00itle"})
+        assert created.json()["title"] == "t\ufffditle", "the 201 shows what was stored"
+        cid = created.json()["id"]
         _, got = await post_streaming(client, cid, "nul \x00 inside")
         conv = (await client.get(f"/v1/conversations/{cid}")).json()
     streamed = "".join(f.json["content"] for f in got if f.event == "delta")

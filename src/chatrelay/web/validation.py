@@ -13,6 +13,7 @@ from typing import Any
 from starlette.requests import Request
 
 from chatrelay.errors import BadRequest, PayloadTooLarge, ValidationFailed
+from chatrelay.models import scrub_nul
 from chatrelay.service import TurnOptions
 
 
@@ -60,7 +61,7 @@ def optional_str(body: dict[str, Any], name: str, *, max_len: int) -> str | None
         raise ValidationFailed(f"'{name}' must be a string", code="invalid_field")
     if len(value) > max_len:
         raise ValidationFailed(f"'{name}' is longer than {max_len} characters", code="too_long")
-    return value
+    return scrub_nul(value)  # as it will be stored, so every answer shows the same text
 
 
 def required_text(body: dict[str, Any], name: str, *, max_len: int) -> str:
