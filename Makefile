@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 BENCH ?= ../shared/bench
+BENCH_ARGS ?=
 
 .PHONY: install run test lint format typecheck bench check clean
 
@@ -39,7 +40,7 @@ check: lint typecheck test
 
 bench: $(STAMP)
 	$(BIN)/python bench/parser_throughput.py
-	$(BIN)/python bench/run_bench.py --bench $(BENCH)
+	$(BIN)/python bench/run_bench.py --bench $(BENCH) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
