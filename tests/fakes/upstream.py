@@ -90,6 +90,21 @@ def _sse(obj: Any) -> bytes:
     return b"data: " + (obj if isinstance(obj, bytes) else _dumps(obj)) + b"\n\n"
 
 
+def chunk_frame(
+    delta: dict[str, Any], finish_reason: str | None = None, *, model: str = "fake-model"
+) -> bytes:
+    """One `data:` frame holding a chat.completion.chunk, for tests that script raw bytes."""
+    return _sse(
+        {
+            "id": "chatcmpl-raw",
+            "object": "chat.completion.chunk",
+            "created": 1733310177,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+    )
+
+
 async def _forever() -> None:
     await asyncio.Event().wait()
 

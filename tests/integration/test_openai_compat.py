@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import CLIENT_KEYS, UPSTREAM_KEY, Relay, Stack
 from tests.fakes.service import free_port
-from tests.fakes.upstream import Reply
+from tests.fakes.upstream import Reply, chunk_frame
 from tests.integration.helpers import wait_final
 
 # No upstream retries: an upstream error reaches the client on the first attempt.
@@ -61,16 +61,7 @@ def _raw_stream(
 ) -> bytes:
     """An upstream stream in OpenAI's chunk format, one chunk per delta."""
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        obj = {
-            "id": "chatcmpl-upstream",
-            "object": "chat.completion.chunk",
-            "created": 1733310177,
-            "model": "fake-model",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        }
-        return b"data: " + json.dumps(obj).encode() + b"\n\n"
-
+    chunk = chunk_frame
     out = [chunk({"role": "assistant", "content": None})]
     out += [chunk(delta) for delta in deltas]
     out.append(chunk({}, finish))

@@ -34,7 +34,7 @@ from chatrelay.upstream.client import (
 from tests.conftest import UPSTREAM_KEY, Relay, Stack
 from tests.fakes.service import ServiceProcess
 from tests.fakes.sse_client import Frame, content_of, events
-from tests.fakes.upstream import FakeUpstream, RecordedRequest, Reply
+from tests.fakes.upstream import FakeUpstream, RecordedRequest, Reply, chunk_frame
 from tests.integration.helpers import new_conversation, post_streaming, wait_final
 
 MAX_RETRIES = 1
@@ -52,17 +52,6 @@ KEY_TRACES = (UPSTREAM_KEY, KEY_PREFIX, UPSTREAM_KEY[-12:], UPSTREAM_KEY[8:24])
 
 def json_body(message: str, **fields: Any) -> bytes:
     return json.dumps({"error": {"message": message, **fields}}).encode()
-
-
-def sse_chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-    chunk = {
-        "id": "chatcmpl-raw",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": "fake-model",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-    }
-    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
 
 def full_log(service: ServiceProcess) -> str:
@@ -368,7 +357,7 @@ async def test_in_band_server_error_before_output_is_retried(relay: Relay) -> No
 
 async def test_in_band_error_with_key_is_redacted(relay: Relay) -> None:
     raw = (
-        sse_chunk({"role": "assistant", "content": "Some"})
+        chunk_frame({"role": "assistant", "content": "Some"})
         + b'data: {"error": {"message": "token '
         + UPSTREAM_KEY.encode()
         + b' rejected mid-stream"}}\n\n'
@@ -402,9 +391,9 @@ async def test_retries_exhausted_fail_with_the_last_error(relay: Relay) -> None:
 
 async def test_finish_reason_then_broken_connection_completes(relay: Relay) -> None:
     raw = (
-        sse_chunk({"role": "assistant", "content": "All "})
-        + sse_chunk({"content": "said."})
-        + sse_chunk({}, "stop")
+        chunk_frame({"role": "assistant", "content": "All "})
+        + chunk_frame({"content": "said."})
+        + chunk_frame({}, "stop")
     )
     # One piece, then the connection is cut: no [DONE], no clean end of the chunked body.
     reply = Reply(raw=raw, drop_after=1)
@@ -417,7 +406,7 @@ async def test_finish_reason_then_broken_connection_completes(relay: Relay) -> N
 
 
 async def test_gzip_encoded_stream_is_decoded(relay: Relay) -> None:
-    raw = sse_chunk({"content": "compressed "}) + sse_chunk({"content": "fine"}, "stop")
+    raw = chunk_frame({"content": "compressed "}) + chunk_frame({"content": "fine"}, "stop")
     raw += b"data: [DONE]\n\n"
     reply = Reply(raw=gzip.compress(raw), headers={"content-encoding": "gzip"})
     async with relay.client() as client:
