@@ -43,6 +43,7 @@ class Settings:
     upstream_idle_timeout: float = 60.0
     upstream_total_timeout: float = 600.0
     upstream_max_retries: int = 2
+    upstream_max_event_bytes: int = 1_048_576
     upstream_retry_budget: float = 20.0
     ping_interval: float = 15.0
     mock_token_delay: float = 0.02
@@ -209,6 +210,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         upstream_idle_timeout=_float(env, "CHATRELAY_UPSTREAM_IDLE_TIMEOUT", 60.0),
         upstream_total_timeout=_float(env, "CHATRELAY_UPSTREAM_TOTAL_TIMEOUT", 600.0),
         upstream_max_retries=_int(env, "CHATRELAY_UPSTREAM_MAX_RETRIES", 2),
+        upstream_max_event_bytes=_int(
+            env, "CHATRELAY_UPSTREAM_MAX_EVENT_BYTES", 1_048_576, minimum=1024
+        ),
         upstream_retry_budget=_float(env, "CHATRELAY_UPSTREAM_RETRY_BUDGET", 20.0),
         ping_interval=_float(env, "CHATRELAY_PING_INTERVAL", 15.0, minimum=0.1),
         mock_token_delay=_float(env, "CHATRELAY_MOCK_TOKEN_DELAY", 0.02),

@@ -688,3 +688,19 @@ def test_redaction_of_key_forms() -> None:
         assert key[-4:] not in clean
     assert redact("nothing secret here", key) == "nothing secret here"
     assert redact(f"x {key}", None) == f"x {key}"
+
+
+async def test_oversized_upstream_event_fails_with_its_own_code(stack: Stack) -> None:
+    service = stack.service(CHATRELAY_UPSTREAM_MAX_EVENT_BYTES="1024")
+    small = chunk_frame({"content": "fits "})
+    huge = chunk_frame({"content": "x" * 4096})
+    stack.upstream.enqueue(Reply(raw=small + huge + b"data: [DONE]\n\n", chunk_size=512))
+    async with stack.client(service) as client:
+        cid = (await client.post("/v1/conversations", json={})).json()["id"]
+        posted = await client.post(f"/v1/conversations/{cid}/messages", json={"content": "big"})
+        mid = posted.json()["assistant_message"]["id"]
+        final = await wait_final(client, mid)
+    assert final["status"] == "failed"
+    assert final["error"]["code"] == "upstream_event_too_large"
+    assert "1024" in final["error"]["message"]
+    assert final["content"] == "fits ", "text before the oversized event is kept"

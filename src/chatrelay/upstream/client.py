@@ -69,6 +69,7 @@ class UpstreamConfig:
     max_retries: int = 2
     retry_budget: float = 20.0
     include_usage: bool = True
+    max_event_bytes: int = 1_048_576
 
 
 # -- secrets ------------------------------------------------------------------------------
@@ -405,7 +406,7 @@ class UpstreamStream:
     async def _attempt(self, deadline: float | None) -> AsyncGenerator[ChunkDelta, None]:
         cfg = self._client.config
         secret = cfg.api_key
-        parser = SSEParser()
+        parser = SSEParser(max_line_bytes=cfg.max_event_bytes)
         assembler = self.assembler
         response: httpx.Response | None = None
         try:

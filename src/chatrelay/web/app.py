@@ -36,6 +36,7 @@ def upstream_config(settings: Settings, base_url: str) -> UpstreamConfig:
         max_retries=settings.upstream_max_retries,
         retry_budget=settings.upstream_retry_budget,
         include_usage=settings.include_usage,
+        max_event_bytes=settings.upstream_max_event_bytes,
     )
 
 
