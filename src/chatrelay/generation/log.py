@@ -116,23 +116,23 @@ class EventLog:
         if cursor is not None and not (1 <= cursor <= len(self.events)):
             raise BadRequest(f"unknown event id {cursor}", code="invalid_cursor")
 
-    async def read_from(
+    async def read_batches(
         self, cursor: int | None, *, heartbeat: float | None = None
-    ) -> AsyncIterator[LogEvent | None]:
-        """Every event after `cursor` (all for None), live until the terminal one.
+    ) -> AsyncIterator[list[LogEvent]]:
+        """Events after `cursor` (all for None) in batches of whatever is there, live until
+        the terminal one. With `heartbeat`, an empty batch after that many quiet seconds.
 
-        With `heartbeat`, yields None whenever no event came for that many seconds, so
-        the edge can keep a quiet connection alive.
+        A reader that fell behind gets everything it missed at once, so the edge can send
+        it in one write instead of one per event.
         """
         position = cursor or 0
         while True:
             if position < len(self.events):
                 batch = self.events[position:]
                 position += len(batch)
-                for event in batch:
-                    yield event
-                    if event.is_terminal:
-                        return
+                yield batch
+                if batch[-1].is_terminal:
+                    return
                 continue
             if heartbeat is None:
                 await self._changed.wait()
@@ -141,4 +141,19 @@ class EventLog:
                 async with asyncio.timeout(heartbeat):
                     await self._changed.wait()
             except TimeoutError:
-                yield None
+                yield []
+
+    def read_from(
+        self, cursor: int | None, *, heartbeat: float | None = None
+    ) -> AsyncIterator[LogEvent | None]:
+        """The same one event at a time; None stands for a heartbeat."""
+        return one_by_one(self.read_batches(cursor, heartbeat=heartbeat))
+
+
+async def one_by_one(batches: AsyncIterator[list[LogEvent]]) -> AsyncIterator[LogEvent | None]:
+    """Batches unrolled into single events; an empty batch (heartbeat) becomes None."""
+    async for batch in batches:
+        if not batch:
+            yield None
+        for event in batch:
+            yield event

@@ -15,7 +15,7 @@ from typing import Any
 
 from chatrelay.clock import now_iso
 from chatrelay.errors import BadRequest, Conflict, ShuttingDown, StorageError
-from chatrelay.generation.log import LogEvent, events_from_message
+from chatrelay.generation.log import LogEvent, events_from_message, one_by_one
 from chatrelay.generation.runner import CANCEL, SHUTDOWN, Generation
 from chatrelay.models import Message, Status
 from chatrelay.storage.repository import Repository
@@ -262,9 +262,16 @@ class GenerationRegistry:
     async def events(
         self, tenant: str, message_id: str, cursor: int | None, *, heartbeat: float | None = None
     ) -> AsyncIterator[LogEvent | None] | None:
-        """The events after `cursor`; None when the cursor is the terminal event (nothing left).
+        """The events after `cursor` one by one (None = heartbeat); see `event_batches`."""
+        batches = await self.event_batches(tenant, message_id, cursor, heartbeat=heartbeat)
+        return None if batches is None else one_by_one(batches)
 
-        The iterator yields None as a heartbeat after `heartbeat` s without an event.
+    async def event_batches(
+        self, tenant: str, message_id: str, cursor: int | None, *, heartbeat: float | None = None
+    ) -> AsyncIterator[list[LogEvent]] | None:
+        """The events after `cursor`, in batches; None when the cursor is the terminal event.
+
+        An empty batch is a heartbeat, after `heartbeat` s without an event.
         """
         generation = self.generations.get(message_id)
         if generation is not None and generation.message.tenant == tenant:
@@ -272,7 +279,7 @@ class GenerationRegistry:
             event_log.check_cursor(cursor)
             if cursor is not None and event_log.closed and cursor == len(event_log.events):
                 return None
-            return event_log.read_from(cursor, heartbeat=heartbeat)
+            return event_log.read_batches(cursor, heartbeat=heartbeat)
         message = await self.repo.get_message(tenant, message_id)
         if message.role != "assistant":
             raise BadRequest(f"message {message_id} has no event stream", code="no_event_stream")
@@ -290,26 +297,27 @@ class GenerationRegistry:
         stored: list[LogEvent],
         cursor: int | None,
         heartbeat: float | None,
-    ) -> AsyncIterator[LogEvent | None]:
+    ) -> AsyncIterator[list[LogEvent]]:
         """Stored events, then — while the message is still being generated elsewhere — new ones."""
         loop = asyncio.get_running_loop()
         position = cursor or 0
         last_sent = loop.time()
         while True:
-            for event in stored[position:]:
-                yield event
+            batch = stored[position:]
+            if batch:
+                yield batch
                 last_sent = loop.time()
-                if event.is_terminal:
+                if batch[-1].is_terminal:
                     return
             position = max(position, len(stored))
             await asyncio.sleep(_POLL_INTERVAL)
             generation = self.generations.get(message_id)
             if generation is not None:
-                async for live in generation.log.read_from(position, heartbeat=heartbeat):
+                async for live in generation.log.read_batches(position, heartbeat=heartbeat):
                     yield live
                 return
             if heartbeat is not None and loop.time() - last_sent >= heartbeat:
-                yield None
+                yield []
                 last_sent = loop.time()
             message = await self.repo.get_message(tenant, message_id)
             stored = events_from_message(message)

@@ -1,25 +1,33 @@
-"""SSE framing of the event log for clients, with sse-starlette's `EventSourceResponse`."""
+"""SSE framing of the event log for clients, with sse-starlette's `EventSourceResponse`.
+
+Frames are encoded here and whatever a subscriber has not yet received goes out in one
+write: a reader that fell behind (or a fast upstream) costs one send per batch, not one
+per token. The bytes are exactly what `ServerSentEvent` would produce with LF endings.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
 from chatrelay.generation.log import LogEvent
 
 RETRY_MS = 2000
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+RETRY_FRAME = f"retry: {RETRY_MS}\n\n".encode()
+PING_FRAME = b": ping\n\n"
 
 
-def _encode(event: LogEvent) -> ServerSentEvent:
+def encode_frame(event: LogEvent) -> str:
+    # JSON escapes newlines, so the data always fits on one `data:` line.
     data = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
-    return ServerSentEvent(data=data, event=event.kind, id=event.id, sep="\n")
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
 
 
 def event_stream(
-    events: AsyncIterator[LogEvent | None],
+    batches: AsyncIterator[list[LogEvent]],
     *,
     on_abandoned: Callable[[], None] | None = None,
     headers: dict[str, str] | None = None,
@@ -30,17 +38,16 @@ def event_stream(
     `on_abandoned` runs if the client leaves before the terminal event.
     """
 
-    async def frames() -> AsyncIterator[ServerSentEvent]:
+    async def frames() -> AsyncIterator[bytes]:
         finished = False
         try:
-            yield ServerSentEvent(retry=RETRY_MS, sep="\n")
-            async for event in events:
-                if event is None:
-                    yield ServerSentEvent(comment="ping", sep="\n")
+            yield RETRY_FRAME
+            async for batch in batches:
+                if not batch:
+                    yield PING_FRAME
                     continue
-                yield _encode(event)
-                if event.is_terminal:
-                    finished = True
+                yield "".join(encode_frame(event) for event in batch).encode()
+                finished = batch[-1].is_terminal
         finally:
             if not finished and on_abandoned is not None:
                 on_abandoned()

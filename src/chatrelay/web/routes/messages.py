@@ -45,10 +45,10 @@ async def message_stream(
     headers: dict[str, str] | None = None,
 ) -> Response:
     ctx = context(request)
-    events = await ctx.registry.events(
+    batches = await ctx.registry.event_batches(
         tenant, message_id, cursor, heartbeat=ctx.settings.ping_interval
     )
-    if events is None:
+    if batches is None:
         return Response(status_code=204)  # resumed from the terminal event: nothing left
 
     def abandoned() -> None:
@@ -56,7 +56,7 @@ async def message_stream(
         if generation is not None and generation.cancel_on_disconnect:
             generation.stop("client_disconnected")
 
-    return event_stream(events, on_abandoned=abandoned, headers=headers)
+    return event_stream(batches, on_abandoned=abandoned, headers=headers)
 
 
 def _wants_event_stream(request: Request) -> bool:
