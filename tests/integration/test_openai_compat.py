@@ -588,6 +588,21 @@ async def test_upstream_failure_mid_stream_is_an_in_stream_error(relay: Relay) -
     assert stored["status"] == "failed" and stored["content"] == "partial"
 
 
+async def test_upstream_failure_after_output_fails_a_non_streaming_request(relay: Relay) -> None:
+    relay.upstream.enqueue(Reply(tokens=["part", "ial"], drop_after=2, delay=0.01))
+    async with _async_sdk(relay) as client:
+        with pytest.raises(openai.APIStatusError) as caught:
+            await client.chat.completions.create(
+                model="fake-model", messages=[{"role": "user", "content": "drop quietly"}]
+            )
+    assert caught.value.status_code == 502
+    assert caught.value.code in {"upstream_truncated", "upstream_connection_lost"}
+    message_id = caught.value.response.headers[MESSAGE_HEADER]
+    async with relay.client() as native_client:
+        stored = await wait_final(native_client, message_id)
+    assert stored["status"] == "failed" and stored["content"] == "partial"
+
+
 # -- models ------------------------------------------------------------------------------------
 
 

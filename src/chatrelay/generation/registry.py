@@ -15,7 +15,7 @@ from typing import Any
 
 from chatrelay.clock import now_iso
 from chatrelay.errors import BadRequest, Conflict, ShuttingDown, StorageError
-from chatrelay.generation.log import LogEvent, events_from_message, one_by_one
+from chatrelay.generation.log import LogEvent, events_from_message
 from chatrelay.generation.runner import CANCEL, SHUTDOWN, Generation
 from chatrelay.models import Message, Status
 from chatrelay.storage.repository import Repository
@@ -258,13 +258,6 @@ class GenerationRegistry:
                 log.exception("checkpoint failed unexpectedly")
 
     # -- subscribers -----------------------------------------------------------------
-
-    async def events(
-        self, tenant: str, message_id: str, cursor: int | None, *, heartbeat: float | None = None
-    ) -> AsyncIterator[LogEvent | None] | None:
-        """The events after `cursor` one by one (None = heartbeat); see `event_batches`."""
-        batches = await self.event_batches(tenant, message_id, cursor, heartbeat=heartbeat)
-        return None if batches is None else one_by_one(batches)
 
     async def event_batches(
         self, tenant: str, message_id: str, cursor: int | None, *, heartbeat: float | None = None

@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -35,7 +35,7 @@ from chatrelay.web.errors import (
     openai_recorded_error,
     openai_stream_error,
 )
-from chatrelay.web.sse import SSE_HEADERS
+from chatrelay.web.sse import PING_FRAME, SSE_HEADERS
 from chatrelay.web.validation import read_json_object
 
 log = logging.getLogger("chatrelay.web")
@@ -44,7 +44,7 @@ CONVERSATION_HEADER = "X-Chatrelay-Conversation-Id"
 MESSAGE_HEADER = "X-Chatrelay-Message-Id"
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-Events = AsyncIterator[LogEvent | None]
+Batches = AsyncIterator[list[LogEvent]]
 
 
 def _openai_endpoint(method: str) -> Callable[[Endpoint], Endpoint]:
@@ -83,44 +83,73 @@ def _conversation_header(request: Request) -> str | None:
     return raw
 
 
-async def _next_event(events: Events) -> LogEvent | None:
-    """The next real event (heartbeats and `start` skipped); None if the log ended early."""
-    async for event in events:
-        if event is not None and event.kind != START:
-            return event
-    return None
+class _Events:
+    """The message's event batches, read past `start` up to the first real event.
+
+    Waiting for that event before answering lets an upstream that fails before any
+    output get its own HTTP status rather than a 200 stream.
+    """
+
+    def __init__(self, batches: Batches) -> None:
+        self._batches = batches
+        self.first: LogEvent | None = None
+        self._rest: list[LogEvent] = []
+
+    async def open(self) -> LogEvent | None:
+        async for batch in self._batches:
+            real = [event for event in batch if event.kind != START]
+            if real:
+                self.first, self._rest = real[0], real[1:]
+                return self.first
+        return None
+
+    async def after_first(self) -> AsyncIterator[list[LogEvent]]:
+        """What follows the first event, in batches (an empty batch is a heartbeat)."""
+        if self._rest:
+            yield self._rest
+        async for batch in self._batches:
+            yield batch
 
 
-def _data(payload: dict[str, Any] | str) -> ServerSentEvent:
+def _data(payload: dict[str, Any] | str) -> str:
     if not isinstance(payload, str):
         payload = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    return ServerSentEvent(data=payload, sep="\n")
+    return f"data: {payload}\n\n"
 
 
-async def _chunk_frames(
-    renderer: CompletionRenderer, first: LogEvent, events: Events
-) -> AsyncIterator[ServerSentEvent]:
+def _render(renderer: CompletionRenderer, event: LogEvent) -> tuple[str, bool]:
+    """The `data:` frames for one event, and whether the stream ends with it."""
+    if event.kind == ERROR:
+        return _data(openai_stream_error(event.data["error"])), True
+    frames = "".join(_data(chunk) for chunk in renderer.chunks(event))
+    if event.kind == DONE:
+        return frames + _data("[DONE]"), True
+    return frames, False
+
+
+async def _chunk_frames(renderer: CompletionRenderer, events: _Events) -> AsyncIterator[bytes]:
     """`data:` frames only: the role chunk, content, the closing chunks, `[DONE]`.
 
     A failure after output has begun is OpenAI's in-stream `{"error": …}`, then the end.
+    Everything a batch holds goes out in one write.
     """
-    yield _data(renderer.opening())
-    event: LogEvent | None = first
-    while True:
-        if event is None:
-            yield ServerSentEvent(comment="ping", sep="\n")
-        elif event.kind == ERROR:
-            yield _data(openai_stream_error(event.data["error"]))
-            return
-        else:
-            for chunk in renderer.chunks(event):
-                yield _data(chunk)
-            if event.kind == DONE:
-                yield _data("[DONE]")
-                return
-        try:
-            event = await anext(events)
-        except StopAsyncIteration:
+    assert events.first is not None
+    head, ended = _render(renderer, events.first)
+    yield (_data(renderer.opening()) + head).encode()
+    if ended:
+        return
+    async for batch in events.after_first():
+        if not batch:
+            yield PING_FRAME
+            continue
+        out: list[str] = []
+        for event in batch:
+            frames, ended = _render(renderer, event)
+            out.append(frames)
+            if ended:
+                break
+        yield "".join(out).encode()
+        if ended:
             return
 
 
@@ -136,30 +165,33 @@ async def chat_completions(request: Request) -> Response:
     )
     assistant = started.assistant
     ids = {CONVERSATION_HEADER: started.conversation_id, MESSAGE_HEADER: assistant.id}
-    events = await ctx.registry.events(
+    batches = await ctx.registry.event_batches(
         tenant, assistant.id, None, heartbeat=ctx.settings.ping_interval
     )
-    if events is None:  # only a cursor at the terminal event gives None; there is none here
+    if batches is None:  # only a cursor at the terminal event gives None; there is none here
         raise RuntimeError(f"no event stream for new message {assistant.id}")
     renderer = CompletionRenderer(assistant, include_usage=completion.include_usage)
-    first = await _next_event(events)
+    events = _Events(batches)
+    first = await events.open()
     if first is None:
         raise RuntimeError(f"event log of {assistant.id} ended without a terminal event")
     if first.kind == ERROR:
         return openai_recorded_error(first.data["error"], headers=ids)
     if completion.stream:
         return EventSourceResponse(
-            _chunk_frames(renderer, first, events),
+            _chunk_frames(renderer, events),
             headers={**SSE_HEADERS, **ids},
             ping=0,
             sep="\n",
         )
     final = first
-    while not final.is_terminal:
-        following = await _next_event(events)
-        if following is None:
-            raise RuntimeError(f"event log of {assistant.id} ended without a terminal event")
-        final = following
+    if not final.is_terminal:
+        async for batch in events.after_first():
+            if batch and batch[-1].is_terminal:
+                final = batch[-1]
+                break
+    if not final.is_terminal:
+        raise RuntimeError(f"event log of {assistant.id} ended without a terminal event")
     if final.kind == ERROR:
         return openai_recorded_error(final.data["error"], headers=ids)
     return JSONResponse(renderer.completion(final.data["message"]), headers=ids)
