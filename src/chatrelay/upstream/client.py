@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import html
+import itertools
 import json
 import logging
 import math
@@ -420,14 +421,15 @@ class UpstreamStream:
                     if watchdog.phase == CONNECT and name.endswith("send_request_headers.started"):
                         watchdog.arm(FIRST_BYTE, cfg.first_byte_timeout)
 
-                request = self._client.http.build_request(
+                http = self._client.http
+                request = http.build_request(
                     "POST",
                     "chat/completions",
                     json=self._body,
                     headers={"Accept": "text/event-stream", "Accept-Encoding": "identity"},
                     extensions={"trace": trace},
                 )
-                response = await self._client.http.send(request, stream=True)
+                response = await http.send(request, stream=True)
                 if watchdog.phase == CONNECT:  # a transport that does not trace
                     watchdog.arm(FIRST_BYTE, cfg.first_byte_timeout)
                 content_type = response.headers.get("content-type", "").lower()
@@ -551,29 +553,49 @@ def _timeout(kind: str, limit: float) -> UpstreamTimeout:
     return UpstreamTimeout(messages[kind], code=f"upstream_timeout_{kind}", retryable=kind != TOTAL)
 
 
-class UpstreamClient:
-    """A pooled HTTP client for one OpenAI-compatible base URL."""
+_POOL_SHARDS = 8
 
-    def __init__(self, config: UpstreamConfig) -> None:
+
+class UpstreamClient:
+    """Pooled HTTP clients for one OpenAI-compatible base URL.
+
+    Streams are spread round-robin over a few httpx clients: httpcore scans every
+    connection of its pool each time a request starts or ends, which at thousands of
+    concurrent streams costs more than the streaming itself (encode/httpcore#1035).
+    """
+
+    def __init__(self, config: UpstreamConfig, *, shards: int = _POOL_SHARDS) -> None:
         self.config = config
         headers = {"User-Agent": "chatrelay"}
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
-        self.http = httpx.AsyncClient(
-            base_url=config.base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=httpx.Timeout(
-                connect=config.connect_timeout or None,
-                read=None,
-                write=_WRITE_TIMEOUT,
-                pool=None,
-            ),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
-            trust_env=False,
-        )
+        self._shards = [
+            httpx.AsyncClient(
+                base_url=config.base_url.rstrip("/") + "/",
+                headers=headers,
+                timeout=httpx.Timeout(
+                    connect=config.connect_timeout or None,
+                    read=None,
+                    write=_WRITE_TIMEOUT,
+                    pool=None,
+                ),
+                limits=httpx.Limits(
+                    max_connections=None, max_keepalive_connections=max(8, 200 // shards)
+                ),
+                trust_env=False,
+            )
+            for _ in range(max(1, shards))
+        ]
+        self._next = itertools.cycle(self._shards)
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The next client in turn; take it once per request."""
+        return next(self._next)
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        for client in self._shards:
+            await client.aclose()
 
     def chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
         """The request body as sent: streaming on, usage asked for unless turned off."""
