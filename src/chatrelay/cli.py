@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 
 from chatrelay.config import Settings, load_settings
@@ -34,6 +35,22 @@ async def _preflight(settings: Settings) -> None:
         await db.disconnect()
 
 
+def _port_problem(host: str, port: int) -> str | None:
+    """Why the address cannot be bound (e.g. already in use), checked before start-up."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not 0 < args.port < 65536:
@@ -43,7 +60,15 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    # httpx logs a line per upstream call, and httpcore's debug lines carry raw headers
+    # (which could echo the upstream key): neither goes below WARNING.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    problem = _port_problem(args.host, args.port)
+    if problem is not None:
+        print(f"chatrelay: cannot listen on {args.host}:{args.port}: {problem}", file=sys.stderr)
+        return 1
+
     try:
         settings = load_settings()
         asyncio.run(_preflight(settings))

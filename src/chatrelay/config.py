@@ -5,6 +5,7 @@ Everything else receives a `Settings` value; nothing reads `os.environ` after th
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from collections.abc import Mapping
@@ -88,7 +89,9 @@ def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float 
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value < minimum or value != value:
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+    if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {raw!r}")
     return value
 
@@ -156,7 +159,7 @@ def _http_url(name: str, raw: str | None, default: str) -> str:
 
 def _api_keys(raw: str | None) -> dict[str, str]:
     keys: dict[str, str] = {}
-    if not raw or not raw.strip():
+    if raw is None or raw == "":
         return keys
     for position, item in enumerate(raw.split(","), start=1):
         item = item.strip()
@@ -165,7 +168,12 @@ def _api_keys(raw: str | None) -> dict[str, str]:
         tenant, sep, key = item.partition(":")
         if not sep or not tenant.strip() or not key.strip():
             raise ConfigError(f"CHATRELAY_API_KEYS entry {position} must look like tenant:key")
+        if key.strip() in keys:
+            raise ConfigError(f"CHATRELAY_API_KEYS entry {position} repeats a key already given")
         keys[key.strip()] = tenant.strip()
+    if not keys:
+        # Set but empty-looking: refusing beats silently running with no authentication.
+        raise ConfigError("CHATRELAY_API_KEYS is set but names no tenant:key pair")
     return keys
 
 

@@ -70,9 +70,7 @@ class ChatService:
 
     async def delete_conversation(self, tenant: str, conversation_id: str) -> None:
         await self.repo.delete_conversation(tenant, conversation_id)
-        for generation in list(self.registry.generations.values()):
-            if generation.message.conversation_id == conversation_id:
-                generation.stop("deleted")
+        self.registry.forget_conversation(conversation_id)
 
     async def get_message(self, tenant: str, message_id: str) -> Message:
         return self._live_view(await self.repo.get_message(tenant, message_id))

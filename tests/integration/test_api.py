@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import Relay
 from tests.fakes.upstream import Reply
-from tests.integration.helpers import new_conversation, post_streaming
+from tests.integration.helpers import new_conversation, post_streaming, wait_final
 
 MISSING_CONV = "conv_01ARZ3NDEKTSV4RRFFQ69G5FAV"
 MISSING_MSG = "msg_01ARZ3NDEKTSV4RRFFQ69G5FAV"
@@ -276,3 +276,30 @@ async def test_deeply_nested_json_is_a_400(relay: Relay) -> None:
         cid = await new_conversation(client)
         response = await client.post(f"/v1/conversations/{cid}/messages", content=body)
     assert_error(response, 400, "invalid_json")
+
+
+async def test_lone_surrogate_escapes_are_a_400(relay: Relay) -> None:
+    async with relay.client() as client:
+        created = await client.post("/v1/conversations", content=b'{"title": "\\ud800"}')
+        assert_error(created, 400, "invalid_json")
+        cid = await new_conversation(client)
+        posted = await client.post(
+            f"/v1/conversations/{cid}/messages", content=b'{"content": "a\\udfffb"}'
+        )
+        assert_error(posted, 400, "invalid_json")
+        paired = await client.post(
+            f"/v1/conversations/{cid}/messages", content=b'{"content": "ok \\ud83d\\udc4b"}'
+        )
+        assert paired.status_code == 202, "a proper surrogate pair is fine"
+        await wait_final(client, paired.json()["assistant_message"]["id"])
+
+
+async def test_deleted_conversation_is_gone_from_event_streams_at_once(relay: Relay) -> None:
+    relay.upstream.enqueue(Reply(tokens=["gone"]))
+    async with relay.client() as client:
+        cid = await new_conversation(client)
+        _, got = await post_streaming(client, cid, "delete me")
+        mid = got[-1].json["message"]["id"]
+        assert (await client.delete(f"/v1/conversations/{cid}")).status_code == 204
+        assert_error(await client.get(f"/v1/messages/{mid}/events"), 404, "not_found")
+        assert_error(await client.post(f"/v1/messages/{mid}/cancel"), 404, "not_found")

@@ -211,3 +211,69 @@ async def test_kill_9_then_restart_marks_interrupted_with_checkpoint(stack: Stac
     assert "".join(f"k{i} " for i in range(400)).startswith(stored["content"])
     assert status == 200 and replay[-1].event == "error"
     assert content_of(replay) == stored["content"]
+
+    # The client reconnects with the last id it saw: it gets what was saved after that,
+    # then the terminal event.
+    async with stack.client(restarted) as client:
+        status, resumed = await _follow(client, mid, seen[-1].id)
+        assert status == 200 and resumed[-1].event == "error"
+        assert content_of(seen) + content_of(resumed) == stored["content"]
+        # An id the crashed process gave out after its last checkpoint (the stored log
+        # never had it) still leads to the terminal event, and that event's id ends it.
+        lost_id = str(len(replay) + 5)
+        status, resumed = await _follow(client, mid, lost_id)
+        assert status == 200
+        assert [e.event for e in resumed] == ["error"]
+        assert resumed[0].json["message"]["status"] == "interrupted"
+        status, _ = await _follow(client, mid, resumed[0].id)
+        assert status == 204
+
+
+async def test_second_signal_exits_at_once(stack: Stack) -> None:
+    service = stack.service()  # default 25 s grace: only the second signal can end it soon
+    stack.upstream.enqueue(Reply(tokens=[f"x{i} " for i in range(400)], delay=0.05))
+    async with stack.client(service) as client:
+        cid = await new_conversation(client)
+        mid = (await post_accepted(client, cid, "stay"))["assistant_message"]["id"]
+        await asyncio.to_thread(stack.upstream.wait_for_requests, 1)
+        await asyncio.sleep(0.3)
+        assert service.proc is not None
+        service.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        assert service.proc.poll() is None, "the first signal drains"
+        started = time.monotonic()
+        service.proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(service.proc.wait, 15)
+        assert time.monotonic() - started < 7, "a second signal must not wait for the grace"
+    restarted = stack.service()
+    async with stack.client(restarted) as client:
+        stored = (await client.get(f"/v1/messages/{mid}")).json()
+    assert stored["status"] == "interrupted"
+    assert stored["content"].startswith("x0 ")
+
+
+async def test_cancel_on_disconnect_waits_for_the_last_watcher(relay: Relay) -> None:
+    relay.upstream.enqueue(Reply(tokens=[f"w{i} " for i in range(200)], delay=0.05))
+    async with relay.client() as client:
+        cid = await new_conversation(client)
+        posted = await post_accepted(client, cid, "two tabs", cancel_on_disconnect=True)
+        mid = posted["assistant_message"]["id"]
+
+        async def watch(deltas: int) -> None:
+            async with client.stream("GET", f"/v1/messages/{mid}/events") as response:
+                seen = 0
+                async for frame in frames(response):
+                    seen += frame.event == "delta"
+                    if seen >= deltas:
+                        return
+
+        first = asyncio.create_task(watch(3))
+        second = asyncio.create_task(watch(10_000))
+        await first  # one tab closes early
+        await asyncio.sleep(0.5)
+        running = (await client.get(f"/v1/messages/{mid}")).json()
+        assert running["status"] == "streaming", "another tab is still watching"
+        second.cancel()  # the last tab closes
+        await asyncio.gather(second, return_exceptions=True)
+        final = await wait_final(client, mid)
+    assert final["status"] == "cancelled"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,17 @@ def test_env_file_is_read(tmp_path: Path) -> None:
     result = run_cli(["serve"], {}, tmp_path)
     assert result.returncode == 2
     assert "DATABASE_URL" in result.stderr
+
+
+def test_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(["serve", "--port", str(port)], {}, tmp_path)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [f"chatrelay: cannot listen on 127.0.0.1:{port}: Address already in use"]
 
 
 def test_help_names_serve(tmp_path: Path) -> None:

@@ -61,6 +61,10 @@ def test_secrets_stay_out_of_repr() -> None:
         ({"CHATRELAY_SHUTDOWN_GRACE": "-1"}, ">="),
         ({"CHATRELAY_INCLUDE_USAGE": "maybe"}, "true or false"),
         ({"REDIS_URL": "http://x"}, "REDIS_URL"),
+        ({"CHATRELAY_STREAM_TOKEN_TTL": "inf"}, "finite"),
+        ({"CHATRELAY_SHUTDOWN_GRACE": "1e400"}, "finite"),
+        ({"CHATRELAY_API_KEYS": " , "}, "names no tenant:key"),
+        ({"CHATRELAY_API_KEYS": "a:k1,b:k1"}, "repeats a key"),
     ],
 )
 def test_bad_values_raise_config_error(env: dict[str, str], fragment: str) -> None:

@@ -44,7 +44,7 @@ def parse_cursor(raw: str | None) -> int | None:
     raw = raw.strip()
     if raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 12:
+    if not raw.isdigit() or len(raw) > 10:
         raise BadRequest(f"malformed event id {raw[:40]!r}", code="invalid_cursor")
     return int(raw)
 
@@ -86,8 +86,23 @@ def events_from_message(message: Message) -> list[LogEvent]:
         events.append(LogEvent(len(events) + 1, PIECE_EVENTS[kind], {"content": piece}))
     if message.status.is_terminal:
         name, data = terminal_event(message)
-        events.append(LogEvent(len(events) + 1, name, data))
+        seq = RECOVERED_END_ID if was_recovered(message) else len(events) + 1
+        events.append(LogEvent(seq, name, data))
     return events
+
+
+# A crash loses the events sent after the last checkpoint, so ids past the stored pieces
+# were already given out with other meanings. The recovered message's terminal event
+# takes an id no live stream reaches, so a client resuming from any of those ids still
+# gets it instead of a 204 or an error.
+RECOVERED_END_ID = 2**31 - 1
+
+
+def was_recovered(message: Message) -> bool:
+    """Interrupted by a dead process and closed at the next start (not by a drain)."""
+    return message.status is Status.INTERRUPTED and (message.error or {}).get("code") == (
+        "interrupted"
+    )
 
 
 class EventLog:

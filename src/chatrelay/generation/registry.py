@@ -15,7 +15,7 @@ from typing import Any
 
 from chatrelay.clock import now_iso
 from chatrelay.errors import BadRequest, Conflict, ShuttingDown, StorageError
-from chatrelay.generation.log import LogEvent, events_from_message
+from chatrelay.generation.log import LogEvent, events_from_message, was_recovered
 from chatrelay.generation.runner import CANCEL, SHUTDOWN, Generation
 from chatrelay.models import Message, Status
 from chatrelay.storage.repository import Repository
@@ -44,6 +44,7 @@ class GenerationRegistry:
         self.finished_log_ttl = finished_log_ttl
         self.generations: dict[str, Generation] = {}
         self.draining = False
+        self.forced = False
         self._checkpointer: asyncio.Task[None] | None = None
         self._expiry: set[asyncio.TimerHandle] = set()
         self._pending_finals: dict[str, Message] = {}
@@ -83,11 +84,35 @@ class GenerationRegistry:
             log.warning("recovered %d interrupted generation(s) from a previous run", len(orphans))
         return len(orphans)
 
+    def forget_conversation(self, conversation_id: str) -> None:
+        """Its messages are deleted: stop their generations and stop serving their logs."""
+        for message_id, generation in list(self.generations.items()):
+            if generation.message.conversation_id == conversation_id:
+                generation.deleted = True
+                generation.stop("deleted")
+                if generation.finished:
+                    self.generations.pop(message_id, None)
+
+    def _local(self, tenant: str, message_id: str) -> Generation | None:
+        """The generation this process runs (or just ran) for the tenant's message."""
+        generation = self.generations.get(message_id)
+        if generation is None or generation.deleted or generation.message.tenant != tenant:
+            return None
+        return generation
+
+    def interrupt_all(self) -> None:
+        """Stop every running generation now (they end `interrupted`); refuse new ones."""
+        self.draining = True
+        self.forced = True
+        for generation in list(self.generations.values()):
+            if not generation.finished:
+                generation.stop(SHUTDOWN)
+
     async def drain(self, grace: float) -> None:
         """Refuse new work; let running generations finish for `grace` s, then interrupt them."""
         self.draining = True
         running = [g.task for g in self.generations.values() if g.task and not g.finished]
-        if running and grace > 0:
+        if running and grace > 0 and not self.forced:
             await asyncio.wait(running, timeout=grace)
         for generation in list(self.generations.values()):
             if not generation.finished:
@@ -103,6 +128,10 @@ class GenerationRegistry:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        queued, self._final_queue = self._final_queue, []
+        for _, done in queued:  # never leave a generation waiting on a writer that is gone
+            if not done.done():
+                done.set_exception(StorageError("the service stopped before this write"))
         for handle in self._expiry:
             handle.cancel()
         self._expiry.clear()
@@ -139,6 +168,11 @@ class GenerationRegistry:
     def _schedule_expiry(self, message_id: str) -> None:
         loop = asyncio.get_running_loop()
 
+        generation = self.generations.get(message_id)
+        if generation is not None and generation.deleted and message_id not in self._pending_finals:
+            self.generations.pop(message_id, None)
+            return
+
         def expire() -> None:
             self._expiry.discard(handle)
             if message_id in self._pending_finals:
@@ -151,8 +185,8 @@ class GenerationRegistry:
 
     async def cancel(self, tenant: str, message_id: str) -> Message:
         """Stop a running generation; its partial text is kept. 409 if it already ended."""
-        generation = self.generations.get(message_id)
-        if generation is not None and generation.message.tenant == tenant:
+        generation = self._local(tenant, message_id)
+        if generation is not None:
             stopped = generation.stop(CANCEL)
             if generation.task is not None:
                 await asyncio.shield(generation.task)
@@ -185,11 +219,15 @@ class GenerationRegistry:
         If the database fails, the write is retried in the background so subscribers
         get their terminal event now; it lands later or goes to the spool.
         """
-        done = asyncio.get_running_loop().create_future()
-        self._final_queue.append((message, done))
-        self._final_wakeup.set()
+        writer = self._final_writer_task
         try:
-            await done
+            if writer is None or writer.done():
+                await self.repo.finalize(message)  # the writer is gone (shutting down)
+            else:
+                done = asyncio.get_running_loop().create_future()
+                self._final_queue.append((message, done))
+                self._final_wakeup.set()
+                await done
             self.last_storage_error = None
         except StorageError as exc:
             self.last_storage_error = exc.message
@@ -266,8 +304,8 @@ class GenerationRegistry:
 
         An empty batch is a heartbeat, after `heartbeat` s without an event.
         """
-        generation = self.generations.get(message_id)
-        if generation is not None and generation.message.tenant == tenant:
+        generation = self._local(tenant, message_id)
+        if generation is not None:
             event_log = generation.log
             event_log.check_cursor(cursor)
             if cursor is not None and event_log.closed and cursor == len(event_log.events):
@@ -277,40 +315,54 @@ class GenerationRegistry:
         if message.role != "assistant":
             raise BadRequest(f"message {message_id} has no event stream", code="no_event_stream")
         stored = events_from_message(message)
-        if cursor is not None and not (1 <= cursor <= len(stored)):
+        end = stored[-1]
+        if cursor is None:
+            remaining = stored
+        elif message.status.is_terminal and cursor == end.seq:
+            return None  # nothing after the terminal event
+        elif 1 <= cursor < len(stored) or (cursor == len(stored) and not end.is_terminal):
+            remaining = stored[cursor:]
+        elif was_recovered(message) and len(stored) <= cursor < end.seq:
+            remaining = [end]  # ids a crashed process gave out past its last checkpoint
+        else:
             raise BadRequest(f"unknown event id {cursor}", code="invalid_cursor")
-        if cursor is not None and message.status.is_terminal and cursor == len(stored):
-            return None
-        return self._replay(tenant, message_id, stored, cursor, heartbeat)
+        return self._replay(tenant, message_id, remaining, len(stored), heartbeat)
 
     async def _replay(
         self,
         tenant: str,
         message_id: str,
-        stored: list[LogEvent],
-        cursor: int | None,
+        remaining: list[LogEvent],
+        position: int,
         heartbeat: float | None,
     ) -> AsyncIterator[list[LogEvent]]:
-        """Stored events, then — while the message is still being generated elsewhere — new ones."""
+        """Stored events, then — while the message is still being generated elsewhere — new ones.
+
+        `position` is how many events the stored log holds, from where polling continues.
+        """
         loop = asyncio.get_running_loop()
-        position = cursor or 0
+        if remaining:
+            yield remaining
+            if remaining[-1].is_terminal:
+                return
         last_sent = loop.time()
         while True:
-            batch = stored[position:]
-            if batch:
-                yield batch
-                last_sent = loop.time()
-                if batch[-1].is_terminal:
-                    return
-            position = max(position, len(stored))
             await asyncio.sleep(_POLL_INTERVAL)
-            generation = self.generations.get(message_id)
+            generation = self._local(tenant, message_id)
             if generation is not None:
                 async for live in generation.log.read_batches(position, heartbeat=heartbeat):
                     yield live
                 return
-            if heartbeat is not None and loop.time() - last_sent >= heartbeat:
+            stored = events_from_message(await self.repo.get_message(tenant, message_id))
+            batch = stored[position:]
+            if not batch and stored[-1].is_terminal:
+                batch = [stored[-1]]  # recovered with fewer events than we had already sent
+            if batch:
+                position = len(stored)
+                yield batch
+                last_sent = loop.time()
+                if batch[-1].is_terminal:
+                    return
+            elif heartbeat is not None and loop.time() - last_sent >= heartbeat:
                 yield []
                 last_sent = loop.time()
-            message = await self.repo.get_message(tenant, message_id)
-            stored = events_from_message(message)

@@ -52,6 +52,8 @@ class Generation:
         self._inner: asyncio.Task[None] | None = None
         self._stop_reason: str | None = None
         self.dirty = False
+        self.deleted = False  # its conversation was deleted: no longer readable
+        self.watchers = 0  # subscribers connected right now
         self.final: Message | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -107,7 +109,9 @@ class Generation:
                 log.exception("generation %s failed unexpectedly", self.message.id)
                 status = Status.FAILED
                 error = {"code": "internal_error", "message": "the generation failed internally"}
-        if self._stop_reason == SHUTDOWN:
+        if self._stop_reason is not None and self._upstream_finished():
+            pass  # the stop came after the upstream had finished: the answer is complete
+        elif self._stop_reason == SHUTDOWN:
             status = Status.INTERRUPTED
             error = {"code": "shutting_down", "message": "the service stopped during generation"}
         elif self._stop_reason is not None:
@@ -135,6 +139,10 @@ class Generation:
                     self._pieces.append(("r", len(piece)))
                     self.log.append(REASONING, {"content": piece})
                     self.dirty = True
+
+    def _upstream_finished(self) -> bool:
+        assembler = self._stream.assembler if self._stream is not None else None
+        return assembler is not None and (assembler.done or assembler.finish_reason is not None)
 
     def _final_message(self, status: Status, error: dict[str, Any] | None) -> Message:
         assembler = self._stream.assembler if self._stream is not None else None

@@ -262,18 +262,6 @@ class Repository:
             conversation = _conversation(row)
             model = model or conversation.model or default_model
             last = int(row["next_seq"])
-            assistant = Message(
-                id=new_id("msg"),
-                conversation_id=conversation_id,
-                tenant=tenant,
-                seq=last,
-                role="assistant",
-                content="",
-                status=Status.STREAMING,
-                model=model,
-                created_at=now,
-                params=params,
-            )
             user = None
             if user_content is not None:
                 user = Message(
@@ -288,6 +276,18 @@ class Repository:
                     created_at=now,
                     completed_at=now,
                 )
+            assistant = Message(
+                id=new_id("msg"),
+                conversation_id=conversation_id,
+                tenant=tenant,
+                seq=last,
+                role="assistant",
+                content="",
+                status=Status.STREAMING,
+                model=model,
+                created_at=now,
+                params=params,
+            )
             if supersede_from is not None:
                 await unit.execute(
                     "UPDATE messages SET superseded_by = :by, updated_at = :now "

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+import threading
 from types import FrameType
 
 import uvicorn
@@ -18,6 +20,8 @@ from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
 
 log = logging.getLogger("chatrelay")
+
+_FORCED_EXIT_AFTER = 5.0  # seconds a second signal waits for final writes before exiting
 
 
 class DrainingServer(uvicorn.Server):
@@ -36,12 +40,24 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._drain_task is not None or self._loop is None:
-            log.warning("second signal: exiting without waiting for generations")
+            log.warning("second signal: interrupting generations and exiting now")
             self.should_exit = True
             self.force_exit = True
             AppStatus.should_exit = True
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._interrupt_all)
+            # Whatever still holds the process after this is not worth waiting for:
+            # messages left `streaming` are recovered as `interrupted` at the next start.
+            watchdog = threading.Timer(_FORCED_EXIT_AFTER, os._exit, args=(1,))
+            watchdog.daemon = True
+            watchdog.start()
             return
         self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _interrupt_all(self) -> None:
+        context = getattr(self._app.state, "chatrelay", None)
+        if context is not None:
+            context.registry.interrupt_all()
 
     def _start_drain(self) -> None:
         if self._drain_task is None:

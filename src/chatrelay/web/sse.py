@@ -29,17 +29,21 @@ def encode_frame(event: LogEvent) -> str:
 def event_stream(
     batches: AsyncIterator[list[LogEvent]],
     *,
-    on_abandoned: Callable[[], None] | None = None,
+    on_open: Callable[[], None] | None = None,
+    on_close: Callable[[bool], None] | None = None,
     headers: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> EventSourceResponse:
     """`retry:` first, then every event with its cursor as `id`; `: ping` when quiet.
 
-    `on_abandoned` runs if the client leaves before the terminal event.
+    `on_open` runs when the stream starts; `on_close(finished)` when it ends, with
+    `finished` False if the client left before the terminal event.
     """
 
     async def frames() -> AsyncIterator[bytes]:
         finished = False
+        if on_open is not None:
+            on_open()
         try:
             yield RETRY_FRAME
             async for batch in batches:
@@ -49,8 +53,8 @@ def event_stream(
                 yield "".join(encode_frame(event) for event in batch).encode()
                 finished = batch[-1].is_terminal
         finally:
-            if not finished and on_abandoned is not None:
-                on_abandoned()
+            if on_close is not None:
+                on_close(finished)
 
     return EventSourceResponse(
         frames(),

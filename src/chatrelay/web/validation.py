@@ -41,6 +41,13 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
         raise BadRequest("request body nests too deeply", code="invalid_json") from None
     if not isinstance(value, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_json")
+    try:
+        # A \ud800-style escape decodes to a lone surrogate, which no UTF-8 store accepts.
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise BadRequest(
+            "request body contains an unpaired UTF-16 surrogate escape", code="invalid_json"
+        ) from None
     return value
 
 

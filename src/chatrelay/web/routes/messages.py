@@ -51,12 +51,21 @@ async def message_stream(
     if batches is None:
         return Response(status_code=204)  # resumed from the terminal event: nothing left
 
-    def abandoned() -> None:
-        generation = ctx.registry.generations.get(message_id)
-        if generation is not None and generation.cancel_on_disconnect:
+    generation = ctx.registry.generations.get(message_id)
+    if generation is None:
+        return event_stream(batches, headers=headers)
+
+    def opened() -> None:
+        generation.watchers += 1
+
+    def closed(finished: bool) -> None:
+        # `cancel_on_disconnect`: the generation stops when the last client watching it
+        # leaves early — a second tab closing does not stop what another one is showing.
+        generation.watchers -= 1
+        if not finished and generation.cancel_on_disconnect and generation.watchers == 0:
             generation.stop("client_disconnected")
 
-    return event_stream(batches, on_abandoned=abandoned, headers=headers)
+    return event_stream(batches, on_open=opened, on_close=closed, headers=headers)
 
 
 def _wants_event_stream(request: Request) -> bool:
