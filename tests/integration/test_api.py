@@ -150,6 +150,7 @@ BAD_BODIES = [
         b'{"content": "x", "cancel_on_disconnect": "yes"}', 422, "invalid_field", id="bool-field"
     ),
     pytest.param(b'{"content": "x", "model": 3}', 422, "invalid_field", id="model-not-string"),
+    pytest.param(b'{"content": "x", "model": " "}', 422, "invalid_field", id="model-blank"),
 ]
 
 
@@ -195,6 +196,7 @@ async def test_bad_conversation_bodies(relay: Relay) -> None:
             ({"metadata": "x"}, "invalid_field"),
             ({"system_prompt": ["a"]}, "invalid_field"),
             ({"titel": "typo"}, "unknown_field"),
+            ({"model": ""}, "invalid_field"),
         ]:
             assert_error(await client.post("/v1/conversations", json=body), 422, code)
         empty = await client.post("/v1/conversations")

@@ -71,6 +71,16 @@ def optional_str(body: dict[str, Any], name: str, *, max_len: int) -> str | None
     return scrub_nul(value)  # as it will be stored, so every answer shows the same text
 
 
+def optional_model(body: dict[str, Any]) -> str | None:
+    """A model name, if given: a string that is not blank (blank would reach the upstream)."""
+    model = optional_str(body, "model", max_len=200)
+    if model is not None and not model.strip():
+        raise ValidationFailed(
+            "'model' must not be empty; leave it out for the default", code="invalid_field"
+        )
+    return model
+
+
 def required_text(body: dict[str, Any], name: str, *, max_len: int) -> str:
     if name not in body:
         raise ValidationFailed(f"'{name}' is required", code="missing_field")
@@ -132,7 +142,7 @@ TURN_FIELDS = ("model", "params", "cancel_on_disconnect")
 def turn_options(body: dict[str, Any]) -> TurnOptions:
     """The generation options any turn-starting request may carry (see TURN_FIELDS)."""
     return TurnOptions(
-        model=optional_str(body, "model", max_len=200),
+        model=optional_model(body),
         params=upstream_params(body) if "params" in body else None,
         cancel_on_disconnect=optional_bool(body, "cancel_on_disconnect"),
     )

@@ -12,6 +12,7 @@ from chatrelay.web.context import context
 from chatrelay.web.routes.messages import turn_response
 from chatrelay.web.validation import (
     TURN_FIELDS,
+    optional_model,
     optional_object,
     optional_str,
     query_int,
@@ -41,7 +42,7 @@ async def create_conversation(request: Request) -> Response:
         tenant,
         title=optional_str(body, "title", max_len=1000),
         system_prompt=optional_str(body, "system_prompt", max_len=ctx.settings.max_content_chars),
-        model=optional_str(body, "model", max_len=200),
+        model=optional_model(body),
         metadata=optional_object(body, "metadata"),
     )
     return JSONResponse(conversation.to_api(), status_code=201)
