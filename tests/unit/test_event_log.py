@@ -81,14 +81,15 @@ def test_cursor_parsing() -> None:
 async def test_slow_reader_does_not_block_appends_and_sees_everything() -> None:
     log = EventLog("m")
     log.append("start", {})
-    reader = log.read_from(None)
+    reader = log.read_batches(None)
     first = await anext(reader)
-    assert first is not None and first.kind == "start"
+    assert [e.kind for e in first] == ["start"]
     for i in range(1000):  # the writer never waits for the reader
         log.append(DELTA, {"content": str(i)})
     log.append("done", {})
-    rest = [e async for e in reader]
-    assert len(rest) == 1001 and rest[-1] is not None and rest[-1].kind == "done"
+    rest = [batch async for batch in reader]
+    assert len(rest) == 1, "everything the reader missed comes as one batch"
+    assert len(rest[0]) == 1001 and rest[0][-1].kind == "done"
     with pytest.raises(RuntimeError):
         log.append(DELTA, {"content": "late"})
 
@@ -96,8 +97,8 @@ async def test_slow_reader_does_not_block_appends_and_sees_everything() -> None:
 async def test_heartbeat_when_quiet() -> None:
     log = EventLog("m")
     log.append("start", {})
-    reader = log.read_from(1, heartbeat=0.05)
-    assert await asyncio.wait_for(anext(reader), 1) is None
+    reader = log.read_batches(1, heartbeat=0.05)
+    assert await asyncio.wait_for(anext(reader), 1) == [], "an empty batch is a heartbeat"
     log.append(DELTA, {"content": "x"})
-    event = await asyncio.wait_for(anext(reader), 1)
-    assert event is not None and event.kind == DELTA
+    batch = await asyncio.wait_for(anext(reader), 1)
+    assert [e.kind for e in batch] == [DELTA]

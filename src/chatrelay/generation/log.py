@@ -157,18 +157,3 @@ class EventLog:
                     await self._changed.wait()
             except TimeoutError:
                 yield []
-
-    def read_from(
-        self, cursor: int | None, *, heartbeat: float | None = None
-    ) -> AsyncIterator[LogEvent | None]:
-        """The same one event at a time; None stands for a heartbeat."""
-        return one_by_one(self.read_batches(cursor, heartbeat=heartbeat))
-
-
-async def one_by_one(batches: AsyncIterator[list[LogEvent]]) -> AsyncIterator[LogEvent | None]:
-    """Batches unrolled into single events; an empty batch (heartbeat) becomes None."""
-    async for batch in batches:
-        if not batch:
-            yield None
-        for event in batch:
-            yield event
