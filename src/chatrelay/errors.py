@@ -68,19 +68,9 @@ class PayloadTooLarge(ChatRelayError):
     status = 413
 
 
-class UnsupportedMediaType(ChatRelayError):
-    code = "unsupported_media_type"
-    status = 415
-
-
 class ValidationFailed(ChatRelayError):
     code = "validation_error"
     status = 422
-
-
-class RateLimited(ChatRelayError):
-    code = "rate_limited"
-    status = 429
 
 
 class ServiceUnavailable(ChatRelayError):
@@ -133,15 +123,3 @@ class UpstreamTruncated(UpstreamError):
     """The stream ended without `[DONE]` and without a `finish_reason`."""
 
     code = "upstream_truncated"
-
-
-class GenerationCancelled(ChatRelayError):
-    code = "cancelled"
-    status = 409
-
-
-class Interrupted(ChatRelayError):
-    """The service stopped under a running generation."""
-
-    code = "interrupted"
-    status = 503
