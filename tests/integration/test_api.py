@@ -68,14 +68,17 @@ async def test_conversation_crud(relay: Relay) -> None:
         assert conv["id"] not in [c["id"] for c in listed["data"]]
 
 
-async def test_delete_removes_messages(relay: Relay) -> None:
+async def test_delete_removes_messages_at_once(relay: Relay) -> None:
     relay.upstream.enqueue(Reply(tokens=["x"]))
     async with relay.client() as client:
         cid = await new_conversation(client)
         _, got = await post_streaming(client, cid, "hello")
         mid = got[-1].json["message"]["id"]
         assert (await client.delete(f"/v1/conversations/{cid}")).status_code == 204
+        # Gone everywhere, including the event stream still held in memory for resumes.
         assert_error(await client.get(f"/v1/messages/{mid}"), 404, "not_found")
+        assert_error(await client.get(f"/v1/messages/{mid}/events"), 404, "not_found")
+        assert_error(await client.post(f"/v1/messages/{mid}/cancel"), 404, "not_found")
 
 
 async def test_list_is_newest_first_with_cursor_pagination(relay: Relay) -> None:
@@ -294,14 +297,3 @@ async def test_lone_surrogate_escapes_are_a_400(relay: Relay) -> None:
         )
         assert paired.status_code == 202, "a proper surrogate pair is fine"
         await wait_final(client, paired.json()["assistant_message"]["id"])
-
-
-async def test_deleted_conversation_is_gone_from_event_streams_at_once(relay: Relay) -> None:
-    relay.upstream.enqueue(Reply(tokens=["gone"]))
-    async with relay.client() as client:
-        cid = await new_conversation(client)
-        _, got = await post_streaming(client, cid, "delete me")
-        mid = got[-1].json["message"]["id"]
-        assert (await client.delete(f"/v1/conversations/{cid}")).status_code == 204
-        assert_error(await client.get(f"/v1/messages/{mid}/events"), 404, "not_found")
-        assert_error(await client.post(f"/v1/messages/{mid}/cancel"), 404, "not_found")
