@@ -44,7 +44,7 @@ def parse_cursor(raw: str | None) -> int | None:
     raw = raw.strip()
     if raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 10:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:  # not "²" or "①"
         raise BadRequest(f"malformed event id {raw[:40]!r}", code="invalid_cursor")
     return int(raw)
 

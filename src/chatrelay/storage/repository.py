@@ -6,7 +6,6 @@ simply not found.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from chatrelay.clock import now_iso
 from chatrelay.errors import NotFound
 from chatrelay.ids import new_id
+from chatrelay.json_values import dumps_compact, loads_lenient
 from chatrelay.models import Conversation, Message, Status, scrub_nul
 from chatrelay.storage.database import Database, Row
 
@@ -49,11 +49,12 @@ _FINAL_FIELDS = frozenset(
 
 
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return None if value is None else dumps_compact(value)
 
 
 def _loads(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
+    # Lenient: rows stored before non-finite numbers were refused read with `null` there.
+    return None if value is None else loads_lenient(value)
 
 
 def _conversation(row: Row) -> Conversation:

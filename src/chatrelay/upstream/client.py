@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 
 from chatrelay.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from chatrelay.json_values import loads_lenient
 from chatrelay.sse.event import SSEEvent
 from chatrelay.sse.parser import SSEParser
 from chatrelay.upstream.openai import ChunkAssembler, ChunkDelta
@@ -513,7 +514,7 @@ class UpstreamStream:
         body = await _read_limited(response, bytearray(), _MAX_JSON_BODY)
         text = body.decode("utf-8", "replace")
         try:
-            payload: Any = json.loads(text)
+            payload: Any = loads_lenient(text)
         except (ValueError, RecursionError):
             payload = None
         if isinstance(payload, dict) and payload.get("error"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Mapping
 
@@ -17,6 +18,9 @@ from starlette.requests import Request
 from chatrelay.errors import Unauthorized
 
 DEFAULT_TENANT = "default"
+# What `stream_token` produces: unpadded URL-safe base64. Anything else is refused before
+# decoding, so odd bytes in a token are a 401, never a failure deeper in.
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,1024}")
 
 
 class Authenticator:
@@ -51,15 +55,19 @@ class Authenticator:
 
     def tenant_from_token(self, token: str, message_id: str) -> str:
         """The tenant a valid token for this message was issued to."""
+        if not _TOKEN_SHAPE.fullmatch(token):
+            raise Unauthorized("malformed stream token")
         try:
             padded = token + "=" * (-len(token) % 4)
             raw = base64.urlsafe_b64decode(padded.encode()).decode()
             payload, mac = raw.rsplit(".", 1)
             expires_raw, tenant = payload.split(".", 1)
+            if not (expires_raw.isascii() and expires_raw.isdigit()):
+                raise ValueError(expires_raw)
             expires = int(expires_raw)
         except ValueError:
             raise Unauthorized("malformed stream token") from None
-        if not hmac.compare_digest(mac, self._mac(message_id, payload)):
+        if not hmac.compare_digest(mac.encode(), self._mac(message_id, payload).encode()):
             raise Unauthorized("invalid stream token")
         if expires < time.time():
             raise Unauthorized("stream token expired; fetch the message again for a new one")

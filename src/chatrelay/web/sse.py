@@ -7,23 +7,20 @@ per token. The bytes are exactly what `ServerSentEvent` would produce with LF en
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 
 from sse_starlette import EventSourceResponse
 
 from chatrelay.generation.log import LogEvent
+from chatrelay.sse.framing import PING_FRAME, event_frame, retry_frame
 
 RETRY_MS = 2000
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-RETRY_FRAME = f"retry: {RETRY_MS}\n\n".encode()
-PING_FRAME = b": ping\n\n"
+RETRY_FRAME = retry_frame(RETRY_MS).encode()
 
 
 def encode_frame(event: LogEvent) -> str:
-    # JSON escapes newlines, so the data always fits on one `data:` line.
-    data = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
-    return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
+    return event_frame(event.id, event.kind, event.data)
 
 
 def event_stream(

@@ -13,6 +13,7 @@ from typing import Any
 from starlette.requests import Request
 
 from chatrelay.errors import BadRequest, PayloadTooLarge, ValidationFailed
+from chatrelay.json_values import loads_strict
 from chatrelay.models import scrub_nul
 from chatrelay.service import TurnOptions
 
@@ -34,7 +35,7 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     if not body.strip():
         return {}
     try:
-        value = json.loads(body)
+        value = loads_strict(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
     except RecursionError:
@@ -127,10 +128,10 @@ def query_int(request: Request, name: str, default: int, *, low: int, high: int)
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"'{name}' must be a whole number", code="invalid_query") from None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
+        # `int()` would also take " 5", "1_0" and other scripts' digits.
+        raise BadRequest(f"'{name}' must be a whole number", code="invalid_query")
+    value = int(raw)
     if not low <= value <= high:
         raise BadRequest(f"'{name}' must be between {low} and {high}", code="invalid_query")
     return value

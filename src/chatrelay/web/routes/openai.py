@@ -28,6 +28,7 @@ from chatrelay.compat import (
 from chatrelay.errors import ChatRelayError, MethodNotAllowed, NotFound
 from chatrelay.generation.log import DONE, ERROR, START, LogEvent
 from chatrelay.ids import looks_like_id
+from chatrelay.sse.framing import PING_FRAME
 from chatrelay.web.context import context
 from chatrelay.web.errors import (
     openai_error,
@@ -35,7 +36,7 @@ from chatrelay.web.errors import (
     openai_recorded_error,
     openai_stream_error,
 )
-from chatrelay.web.sse import PING_FRAME, SSE_HEADERS
+from chatrelay.web.sse import SSE_HEADERS
 from chatrelay.web.validation import read_json_object
 
 log = logging.getLogger("chatrelay.web")
