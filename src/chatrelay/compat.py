@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from chatrelay.broker.event import EventKind, LogEvent
 from chatrelay.clock import now_iso
-from chatrelay.errors import BadRequest, ShuttingDown, UpstreamProtocolError
-from chatrelay.generation.log import DELTA, DONE, REASONING, LogEvent
+from chatrelay.errors import BadRequest, UpstreamProtocolError
 from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.ids import new_id
 from chatrelay.models import Conversation, Message, Status
@@ -265,9 +265,7 @@ class ChatCompletions:
         Without `conversation_id` a new conversation holds every message of the request;
         with it, only those `unrecorded` says are new are appended (404 if it is unknown).
         """
-        if self.registry.draining:
-            # Checked before anything is stored, so a refused request leaves no trace.
-            raise ShuttingDown("the service is shutting down; try again shortly")
+        self.registry.ensure_accepting()  # before anything is stored: a refusal leaves no trace
         conversation: Conversation
         if conversation_id is None:
             conversation = await self.repo.create_conversation(
@@ -378,12 +376,12 @@ class CompletionRenderer:
 
     def chunks(self, event: LogEvent) -> list[dict[str, Any]]:
         """The chunks for one `start`/`delta`/`reasoning`/`done` event (`error` is the edge's)."""
-        if event.kind == DELTA:
-            return [self._chunk({"content": event.data["content"]})]
-        if event.kind == REASONING:
-            return [self._chunk({"reasoning_content": event.data["content"]})]
-        if event.kind == DONE:
-            return self.closing(event.data["message"])
+        if event.kind is EventKind.DELTA:
+            return [self._chunk({"content": event.text})]
+        if event.kind is EventKind.REASONING:
+            return [self._chunk({"reasoning_content": event.text})]
+        if event.kind is EventKind.DONE:
+            return self.closing(event.final.to_api())
         return []
 
     def closing(self, final: dict[str, Any]) -> list[dict[str, Any]]:

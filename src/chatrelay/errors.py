@@ -6,7 +6,9 @@ it maps to, and a human message that must never contain a secret.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
+
+from chatrelay.models import ErrorPayload
 
 
 class ChatRelayError(Exception):
@@ -28,8 +30,12 @@ class ChatRelayError(Exception):
             self.code = code  # type: ignore[misc]  # an instance may refine its class's code
         self.retry_after = retry_after
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message}
+    def to_payload(self) -> ErrorPayload:
+        """As recorded in a failed message's `error` and sent in its `error` event."""
+        payload: ErrorPayload = {"code": self.code, "message": self.message}
+        if self.retry_after is not None:
+            payload["retry_after"] = self.retry_after
+        return payload
 
 
 class ConfigError(ChatRelayError):

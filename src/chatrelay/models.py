@@ -1,10 +1,10 @@
-"""The service's objects as plain data, and their API shape (see CONTRACT.md, "Objects")."""
+"""The service's objects as plain data, and their API shape (the README's "API" section)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 
 def scrub_nul(text: str) -> str:
@@ -24,6 +24,21 @@ class Status(StrEnum):
     @property
     def is_terminal(self) -> bool:
         return self is not Status.STREAMING
+
+
+class ErrorPayload(TypedDict):
+    """Why a message failed: a stable `code` clients branch on and a human `message`."""
+
+    code: str
+    message: str
+    retry_after: NotRequired[float]  # seconds, when the upstream said how long to wait
+
+
+class PieceKind(StrEnum):
+    """Which text a streamed piece belongs to; stored in `Message.pieces`."""
+
+    CONTENT = "c"
+    REASONING = "r"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +68,8 @@ class Conversation:
 class Message:
     """One message. `pieces` records how the content was streamed, so events can be replayed.
 
-    `pieces` is the ordered list of streamed pieces as `(kind, length)`, kind `"c"` for
-    content, `"r"` for reasoning; lengths are in Python characters. Together with
+    `pieces` is the ordered list of streamed pieces as `(kind, length)` (`PieceKind`:
+    content or reasoning); lengths are in Python characters. Together with
     `content` and `reasoning` it reproduces every `delta`/`reasoning` event exactly.
     """
 
@@ -69,13 +84,13 @@ class Message:
     created_at: str
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
+    error: ErrorPayload | None = None
     completed_at: str | None = None
     reasoning: str | None = None
     refusal: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     params: dict[str, Any] = field(default_factory=dict)
-    pieces: list[tuple[str, int]] = field(default_factory=list)
+    pieces: list[tuple[PieceKind, int]] = field(default_factory=list)
     superseded_by: str | None = None
 
     def to_api(self) -> dict[str, Any]:

@@ -49,3 +49,32 @@ def test_core_never_imports_the_web_edge() -> None:
     # part of chatrelay's edge; it must still not reach into chatrelay.web.
     assert offenders <= {"upstream/mock.py"}
     assert "upstream/mock.py" not in _importers("chatrelay.web")
+
+
+def _imports_of(prefix: str) -> set[str]:
+    """Every chatrelay module imported by the modules under `prefix`."""
+    return {
+        name
+        for module, names in _modules().items()
+        if module.startswith(prefix)
+        for name in names
+        if name.startswith("chatrelay.")
+    }
+
+
+def test_broker_depends_only_on_the_leaves() -> None:
+    leaves = {"chatrelay.models", "chatrelay.errors"}
+    assert {n for n in _imports_of("broker/") if not n.startswith("chatrelay.broker")} <= leaves
+
+
+def test_generation_never_imports_the_edges_above_it() -> None:
+    above = ("chatrelay.web", "chatrelay.service", "chatrelay.compat", "chatrelay.completions")
+    assert not {n for n in _imports_of("generation/") if n.startswith(above)}
+
+
+def test_storage_and_upstream_never_import_generation_or_broker() -> None:
+    for layer in ("storage/", "upstream/"):
+        reached = _imports_of(layer)
+        assert not {
+            n for n in reached if n.startswith(("chatrelay.generation", "chatrelay.broker"))
+        }

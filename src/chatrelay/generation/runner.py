@@ -1,30 +1,59 @@
-"""One generation: reads the upstream stream into the event log and records the outcome.
+"""One generation: reads the upstream stream into its topic and records the outcome.
 
-The task belongs to no HTTP connection. Streaming runs in an inner task so that a cancel
-(endpoint, disconnect with `cancel_on_disconnect`, shutdown) stops the upstream read —
-closing the upstream response — while the outer task still writes the final message.
+The task belongs to no HTTP connection. Streaming runs in an inner task so that a stop
+(cancel, the last watcher leaving with `cancel_on_disconnect`, delete, supersede,
+shutdown) ends the upstream read — closing the upstream response — while the outer task
+still writes the final message and publishes the terminal event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Any
+from enum import StrEnum
+from typing import Any, Protocol
 
+from chatrelay.broker.base import Topic
+from chatrelay.broker.event import EventKind
 from chatrelay.clock import now_iso
 from chatrelay.errors import ChatRelayError
-from chatrelay.generation.log import DELTA, REASONING, EventLog, start_data, terminal_event
-from chatrelay.models import Message, Status, scrub_nul
-from chatrelay.upstream.client import UpstreamClient, UpstreamStream
+from chatrelay.generation.replay import as_started, terminal_kind
+from chatrelay.models import ErrorPayload, Message, PieceKind, Status, scrub_nul
+from chatrelay.upstream.openai import ChunkAssembler, ChunkDelta
 
 log = logging.getLogger("chatrelay.generation")
 
-CANCEL = "cancelled"
-SHUTDOWN = "shutting_down"
-
 Finalizer = Callable[[Message], Awaitable[None]]
+
+
+class StopReason(StrEnum):
+    """Why a generation was stopped before the upstream finished; logged with its outcome.
+
+    `SHUTDOWN` ends it `interrupted`; every other reason ends it `cancelled`.
+    """
+
+    CANCELLED = "cancelled"  # POST /v1/messages/{id}/cancel
+    CLIENT_DISCONNECTED = "client_disconnected"  # cancel_on_disconnect, last watcher gone
+    DELETED = "deleted"  # its conversation was deleted
+    SUPERSEDED = "superseded"  # an edit or regenerate replaced it
+    SHUTDOWN = "shutting_down"  # the service stopped under it
+
+
+class ChatStream(Protocol):
+    """What `stream_chat` returns: the deltas, and the assembler that judged them."""
+
+    @property
+    def assembler(self) -> ChunkAssembler | None: ...
+
+    def __aiter__(self) -> AsyncIterator[ChunkDelta]: ...
+
+
+class ChatUpstream(Protocol):
+    """The seam to the model server (`upstream.client.UpstreamClient`, or a test fake)."""
+
+    def stream_chat(self, body: dict[str, Any]) -> ChatStream: ...
 
 
 class Generation:
@@ -35,25 +64,26 @@ class Generation:
         message: Message,
         body: dict[str, Any],
         *,
-        upstream: UpstreamClient,
+        topic: Topic,
+        upstream: ChatUpstream,
         finalize: Finalizer,
         cancel_on_disconnect: bool = False,
     ) -> None:
         self.message = message
         self.body = body
-        self.log = EventLog(message.id)
+        self.topic = topic
         self.cancel_on_disconnect = cancel_on_disconnect
         self._upstream = upstream
         self._finalize = finalize
         self._content: list[str] = []
         self._reasoning: list[str] = []
-        self._pieces: list[tuple[str, int]] = []
-        self._stream: UpstreamStream | None = None
+        self._pieces: list[tuple[PieceKind, int]] = []
+        self._stream: ChatStream | None = None
         self._inner: asyncio.Task[None] | None = None
-        self._stop_reason: str | None = None
+        self.stop_reason: StopReason | None = None
         self.dirty = False
         self.deleted = False  # its conversation was deleted: no longer readable
-        self.watchers = 0  # subscribers connected right now
+        self._watchers = 0  # subscribers connected right now
         self.final: Message | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -65,19 +95,33 @@ class Generation:
         self.task = asyncio.create_task(self._run(), name=f"generation {self.message.id}")
         return self.task
 
-    def stop(self, reason: str) -> bool:
+    def stop(self, reason: StopReason) -> bool:
         """Stop reading the upstream; the outcome is recorded as `reason` says.
 
         Returns False when the generation had already ended or been stopped.
         """
-        if self.final is not None or self._stop_reason is not None:
+        if self.final is not None or self.stop_reason is not None:
             return False
         if self._inner is not None and self._inner.done():
             return False
-        self._stop_reason = reason
+        self.stop_reason = reason
         if self._inner is not None:
             self._inner.cancel()
         return True
+
+    # -- watchers (the `cancel_on_disconnect` rule) ------------------------------------
+
+    def watcher_joined(self) -> None:
+        self._watchers += 1
+
+    def watcher_left(self, finished: bool) -> None:
+        """The generation stops when the last client watching it leaves early — a second
+        tab closing does not stop what another one is showing."""
+        self._watchers -= 1
+        if not finished and self.cancel_on_disconnect and self._watchers == 0:
+            self.stop(StopReason.CLIENT_DISCONNECTED)
+
+    # -- the run -----------------------------------------------------------------------
 
     def snapshot(self) -> Message:
         """The message as generated so far (still `streaming`)."""
@@ -88,63 +132,65 @@ class Generation:
         )
 
     async def _run(self) -> None:
-        self.log.append("start", start_data(self.message))
-        error: dict[str, Any] | None = None
+        self.topic.publish(EventKind.START, message=as_started(self.message))
+        error: ErrorPayload | None = None
         status = Status.COMPLETED
-        if self._stop_reason is None:
+        if self.stop_reason is None:
             self._inner = asyncio.create_task(self._consume())
             try:
                 await asyncio.shield(self._inner)
             except asyncio.CancelledError:
                 # Our own task was cancelled (the event loop is going away): stop the
                 # upstream read, then still record what we have.
-                self._stop_reason = self._stop_reason or SHUTDOWN
+                self.stop_reason = self.stop_reason or StopReason.SHUTDOWN
                 self._inner.cancel()
                 await asyncio.gather(self._inner, return_exceptions=True)
             except ChatRelayError as exc:
-                status, error = Status.FAILED, exc.to_dict()
-                if exc.retry_after is not None:
-                    error["retry_after"] = exc.retry_after
+                status, error = Status.FAILED, exc.to_payload()
             except Exception:
                 log.exception("generation %s failed unexpectedly", self.message.id)
                 status = Status.FAILED
                 error = {"code": "internal_error", "message": "the generation failed internally"}
-        if self._stop_reason is not None and self._upstream_finished():
+        if self.stop_reason is not None and self._upstream_finished():
             pass  # the stop came after the upstream had finished: the answer is complete
-        elif self._stop_reason == SHUTDOWN:
+        elif self.stop_reason is StopReason.SHUTDOWN:
             status = Status.INTERRUPTED
             error = {"code": "shutting_down", "message": "the service stopped during generation"}
-        elif self._stop_reason is not None:
+        elif self.stop_reason is not None:
             status, error = Status.CANCELLED, None
         self.final = self._final_message(status, error)
+        if self.stop_reason is not None:
+            log.info(
+                "generation %s ended %s (stopped: %s)", self.message.id, status, self.stop_reason
+            )
         try:
             await self._finalize(self.final)
         finally:
-            name, data = terminal_event(self.final)
-            self.log.append(name, data)
+            self.topic.publish(terminal_kind(self.final), message=self.final)
 
     async def _consume(self) -> None:
         self._stream = self._upstream.stream_chat(self.body)
-        async with aclosing(self._stream.__aiter__()) as deltas:
+        topic = self.topic
+        async with aclosing(self._stream.__aiter__()) as deltas:  # type: ignore[type-var]
             async for delta in deltas:
                 if delta.content:
                     piece = scrub_nul(delta.content)  # streamed exactly as it is stored
                     self._content.append(piece)
-                    self._pieces.append(("c", len(piece)))
-                    self.log.append(DELTA, {"content": piece})
+                    self._pieces.append((PieceKind.CONTENT, len(piece)))
+                    topic.publish(EventKind.DELTA, text=piece)
                     self.dirty = True
                 if delta.reasoning:
                     piece = scrub_nul(delta.reasoning)
                     self._reasoning.append(piece)
-                    self._pieces.append(("r", len(piece)))
-                    self.log.append(REASONING, {"content": piece})
+                    self._pieces.append((PieceKind.REASONING, len(piece)))
+                    topic.publish(EventKind.REASONING, text=piece)
                     self.dirty = True
 
     def _upstream_finished(self) -> bool:
         assembler = self._stream.assembler if self._stream is not None else None
         return assembler is not None and (assembler.done or assembler.finish_reason is not None)
 
-    def _final_message(self, status: Status, error: dict[str, Any] | None) -> Message:
+    def _final_message(self, status: Status, error: ErrorPayload | None) -> Message:
         assembler = self._stream.assembler if self._stream is not None else None
         tool_calls = None
         if assembler is not None and assembler.tool_calls:

@@ -6,7 +6,7 @@ simply not found.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,7 @@ from chatrelay.clock import now_iso
 from chatrelay.errors import NotFound
 from chatrelay.ids import new_id
 from chatrelay.json_values import dumps_compact, loads_lenient
-from chatrelay.models import Conversation, Message, Status, scrub_nul
+from chatrelay.models import Conversation, Message, PieceKind, Status, scrub_nul
 from chatrelay.storage.database import Database, Row
 
 _MESSAGE_COLUMNS = (
@@ -89,7 +89,7 @@ def _message(row: Row) -> Message:
         refusal=row["refusal"],
         tool_calls=_loads(row["tool_calls"]),
         params=_loads(row["params"]) or {},
-        pieces=[(kind, int(length)) for kind, length in (_loads(row["pieces"]) or [])],
+        pieces=[(PieceKind(kind), int(length)) for kind, length in (_loads(row["pieces"]) or [])],
         superseded_by=row["superseded_by"],
     )
 
@@ -237,8 +237,7 @@ class Repository:
         tenant: str,
         conversation_id: str,
         user_content: str | None,
-        model: str | None,
-        default_model: str,
+        choose_model: Callable[[Conversation], str],
         params: dict[str, Any],
         supersede_from: int | None = None,
     ) -> Turn:
@@ -248,7 +247,8 @@ class Repository:
         and the active history before the turn). Sequence numbers come from an atomic
         increment on the conversation row, so two concurrent posts never collide, on
         SQLite or PostgreSQL. With `supersede_from`, every active message from that
-        position on leaves the context (edit/regenerate).
+        position on leaves the context (edit/regenerate). `choose_model` names the reply's
+        model from the conversation read in the same statement (the service's rule).
         """
         now = now_iso()
         count = 2 if user_content is not None else 1
@@ -261,7 +261,7 @@ class Repository:
             if row is None:
                 raise NotFound(f"conversation {conversation_id} not found")
             conversation = _conversation(row)
-            model = model or conversation.model or default_model
+            model = choose_model(conversation)
             last = int(row["next_seq"])
             user = None
             if user_content is not None:
@@ -321,15 +321,13 @@ class Repository:
             )
         return [_message(r) for r in rows]
 
-    async def get_message(self, tenant: str | None, message_id: str) -> Message:
-        """One message; `tenant=None` only for internal callers that already own it."""
-        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = :id"
-        values = {"id": message_id}
-        if tenant is not None:
-            sql += " AND tenant = :tenant"
-            values["tenant"] = tenant
+    async def get_message(self, tenant: str, message_id: str) -> Message:
+        """One of the tenant's messages; another tenant's is `NotFound`, like a missing one."""
         async with self.db.unit() as unit:
-            row = await unit.fetch_one(sql, values)
+            row = await unit.fetch_one(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = :id AND tenant = :tenant",
+                {"id": message_id, "tenant": tenant},
+            )
         if row is None:
             raise NotFound(f"message {message_id} not found")
         return _message(row)

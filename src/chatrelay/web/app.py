@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from chatrelay.config import Settings
-from chatrelay.generation.registry import GenerationRegistry
+from chatrelay.generation.engine import Engine
 from chatrelay.service import ChatService
 from chatrelay.storage.database import Database
 from chatrelay.storage.migrations import apply_migrations
@@ -73,22 +73,24 @@ def create_app(settings: Settings) -> Starlette:
             upstream = UpstreamClient(upstream_config(settings, base_url))
             stack.push_async_callback(upstream.aclose)
             repo = Repository(db)
-            registry = GenerationRegistry(
+            engine = await Engine.start(
                 repo,
                 upstream,
+                spool=Spool(settings.data_dir / "spool"),
                 checkpoint_interval=settings.checkpoint_interval,
                 finished_log_ttl=settings.finished_log_ttl,
-                spool=Spool(settings.data_dir / "spool"),
             )
-            await registry.start()
-            stack.push_async_callback(registry.close)
+            stack.push_async_callback(engine.close)
             app.state.chatrelay = AppContext(
                 settings=settings,
                 db=db,
                 upstream=upstream,
-                registry=registry,
+                engine=engine,
                 chat=ChatService(
-                    repo, registry, settings.default_model, context_tokens=settings.context_tokens
+                    repo,
+                    engine.registry,
+                    settings.default_model,
+                    context_tokens=settings.context_tokens,
                 ),
                 auth=Authenticator(settings.api_keys, settings.secret, settings.stream_token_ttl),
             )
@@ -96,7 +98,7 @@ def create_app(settings: Settings) -> Starlette:
             try:
                 yield
             finally:
-                await registry.drain(settings.shutdown_grace)
+                await engine.drain(settings.shutdown_grace)
 
     routes: list[BaseRoute] = [
         *health.routes,

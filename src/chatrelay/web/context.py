@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from chatrelay.config import Settings
+from chatrelay.generation.engine import Engine
+from chatrelay.generation.persistence import Persistence
 from chatrelay.generation.registry import GenerationRegistry
+from chatrelay.generation.subscription import Subscriptions
 from chatrelay.service import ChatService
 from chatrelay.storage.database import Database
 from chatrelay.upstream.client import UpstreamClient
@@ -19,9 +22,21 @@ class AppContext:
     settings: Settings
     db: Database
     upstream: UpstreamClient
-    registry: GenerationRegistry
+    engine: Engine
     chat: ChatService
     auth: Authenticator
+
+    @property
+    def registry(self) -> GenerationRegistry:
+        return self.engine.registry
+
+    @property
+    def subscriptions(self) -> Subscriptions:
+        return self.engine.subscriptions
+
+    @property
+    def persistence(self) -> Persistence:
+        return self.engine.persistence
 
 
 def context(request: Request) -> AppContext:

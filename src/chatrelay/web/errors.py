@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from chatrelay.errors import ChatRelayError
+from chatrelay.models import ErrorPayload
 
 log = logging.getLogger("chatrelay.web")
 
@@ -159,7 +160,7 @@ def openai_error_response(
     )
 
 
-def _recorded(error: dict[str, Any]) -> tuple[str, str]:
+def _recorded(error: ErrorPayload) -> tuple[str, str]:
     code = error.get("code")
     message = error.get("message")
     return (
@@ -169,7 +170,7 @@ def _recorded(error: dict[str, Any]) -> tuple[str, str]:
 
 
 def openai_recorded_error(
-    error: dict[str, Any], *, headers: dict[str, str] | None = None
+    error: ErrorPayload, *, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     """A generation's recorded `error` (`{"code", "message", "retry_after"?}`) as a response,
     for a failure that came before any output was sent."""
@@ -180,7 +181,7 @@ def openai_recorded_error(
     return openai_error(code, message, retry_after=retry_after, headers=headers)
 
 
-def openai_stream_error(error: dict[str, Any]) -> dict[str, Any]:
+def openai_stream_error(error: ErrorPayload) -> dict[str, Any]:
     """The in-stream payload OpenAI sends (`data: {"error": {...}}`) once output has begun."""
     code, message = _recorded(error)
     return _openai_body(code, message, _openai_status(code, None), None)

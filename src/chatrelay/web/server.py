@@ -67,10 +67,9 @@ class DrainingServer(uvicorn.Server):
         try:
             context = getattr(self._app.state, "chatrelay", None)
             if context is not None:
-                running = sum(1 for g in context.registry.generations.values() if not g.finished)
                 log.warning(
                     "shutting down: draining %d running generation(s) for up to %gs",
-                    running,
+                    context.registry.running_count,
                     self._grace,
                 )
                 await context.registry.drain(self._grace)

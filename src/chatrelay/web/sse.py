@@ -1,17 +1,20 @@
-"""SSE framing of the event log for clients, with sse-starlette's `EventSourceResponse`.
+"""SSE framing of a message's events for native clients, with sse-starlette's response.
 
-Frames are encoded here and whatever a subscriber has not yet received goes out in one
-write: a reader that fell behind (or a fast upstream) costs one send per batch, not one
-per token. The bytes are exactly what `ServerSentEvent` would produce with LF endings.
+Each event's frame is encoded once and kept on the event (`LogEvent.wire`), so a message
+followed by many subscribers costs one JSON encoding per event, not one per subscriber.
+Whatever a subscriber has not yet received goes out in one write: a reader that fell
+behind (or a fast upstream) costs one send per batch, not one per token. The bytes are
+exactly what `ServerSentEvent` would produce with LF endings.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from sse_starlette import EventSourceResponse
 
-from chatrelay.generation.log import LogEvent
+from chatrelay.broker.event import EventKind, LogEvent
 from chatrelay.sse.framing import PING_FRAME, event_frame, retry_frame
 
 RETRY_MS = 2000
@@ -19,8 +22,20 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RETRY_FRAME = retry_frame(RETRY_MS).encode()
 
 
+def native_payload(event: LogEvent) -> dict[str, Any]:
+    """The `data:` of a native event (README, "Event stream")."""
+    if event.kind in (EventKind.DELTA, EventKind.REASONING):
+        return {"content": event.text}
+    if event.kind is EventKind.ERROR:
+        return {"error": event.error, "message": event.final.to_api()}
+    return {"message": event.final.to_api()}
+
+
 def encode_frame(event: LogEvent) -> str:
-    return event_frame(event.id, event.kind, event.data)
+    frame = event.wire
+    if frame is None:
+        frame = event.wire = event_frame(event.id, event.kind, native_payload(event))
+    return frame
 
 
 def event_stream(

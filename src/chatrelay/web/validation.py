@@ -137,6 +137,18 @@ def query_int(request: Request, name: str, default: int, *, low: int, high: int)
     return value
 
 
+def event_cursor(raw: str | None) -> int | None:
+    """A client's `Last-Event-ID` as a log position; malformed ones are a 400, not a restart."""
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if raw == "":
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:  # not "²" or "①"
+        raise BadRequest(f"malformed event id {raw[:40]!r}", code="invalid_cursor")
+    return int(raw)
+
+
 TURN_FIELDS = ("model", "params", "cancel_on_disconnect")
 
 

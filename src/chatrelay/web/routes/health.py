@@ -27,7 +27,7 @@ async def readyz(request: Request) -> JSONResponse:
         checks["database"] = "ok"
     except (StorageError, TimeoutError) as exc:
         checks["database"] = "timeout" if isinstance(exc, TimeoutError) else exc.message
-    problem = ctx.registry.storage_problem
+    problem = ctx.persistence.storage_problem
     if checks["database"] == "ok" and problem:
         checks["database"] = f"write trouble: {problem}"
     if ctx.registry.draining:

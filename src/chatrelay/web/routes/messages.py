@@ -9,13 +9,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chatrelay.errors import NotFound
-from chatrelay.generation.log import parse_cursor
 from chatrelay.ids import looks_like_id
 from chatrelay.service import PostedMessage
 from chatrelay.web.context import context
 from chatrelay.web.sse import event_stream
 from chatrelay.web.validation import (
     TURN_FIELDS,
+    event_cursor,
     read_json_object,
     reject_unknown,
     required_text,
@@ -45,27 +45,17 @@ async def message_stream(
     headers: dict[str, str] | None = None,
 ) -> Response:
     ctx = context(request)
-    batches = await ctx.registry.event_batches(
+    batches = await ctx.subscriptions.event_batches(
         tenant, message_id, cursor, heartbeat=ctx.settings.ping_interval
     )
     if batches is None:
         return Response(status_code=204)  # resumed from the terminal event: nothing left
-
-    generation = ctx.registry.generations.get(message_id)
-    if generation is None:
+    watched = ctx.registry.watch(message_id)
+    if watched is None:
         return event_stream(batches, headers=headers)
-
-    def opened() -> None:
-        generation.watchers += 1
-
-    def closed(finished: bool) -> None:
-        # `cancel_on_disconnect`: the generation stops when the last client watching it
-        # leaves early — a second tab closing does not stop what another one is showing.
-        generation.watchers -= 1
-        if not finished and generation.cancel_on_disconnect and generation.watchers == 0:
-            generation.stop("client_disconnected")
-
-    return event_stream(batches, on_open=opened, on_close=closed, headers=headers)
+    return event_stream(
+        batches, on_open=watched.watcher_joined, on_close=watched.watcher_left, headers=headers
+    )
 
 
 def _wants_event_stream(request: Request) -> bool:
@@ -112,13 +102,13 @@ async def message_events(request: Request) -> Response:
     raw_cursor = request.headers.get("last-event-id")
     if raw_cursor is None:
         raw_cursor = request.query_params.get("last_event_id")
-    return await message_stream(request, tenant, mid, cursor=parse_cursor(raw_cursor))
+    return await message_stream(request, tenant, mid, cursor=event_cursor(raw_cursor))
 
 
 async def cancel_message(request: Request) -> Response:
     ctx = context(request)
     tenant = ctx.auth.tenant(request)
-    message = await ctx.registry.cancel(tenant, _message_id(request))
+    message = await ctx.chat.cancel(tenant, _message_id(request))
     return JSONResponse(message.to_api())
 
 

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chatrelay.broker.event import EventKind, LogEvent
 from chatrelay.compat import (
     ChatCompletions,
     CompletionRenderer,
@@ -26,7 +27,6 @@ from chatrelay.compat import (
     parse_completion_request,
 )
 from chatrelay.errors import ChatRelayError, MethodNotAllowed, NotFound
-from chatrelay.generation.log import DONE, ERROR, START, LogEvent
 from chatrelay.ids import looks_like_id
 from chatrelay.sse.framing import PING_FRAME
 from chatrelay.web.context import context
@@ -98,7 +98,7 @@ class _Events:
 
     async def open(self) -> LogEvent | None:
         async for batch in self._batches:
-            real = [event for event in batch if event.kind != START]
+            real = [event for event in batch if event.kind is not EventKind.START]
             if real:
                 self.first, self._rest = real[0], real[1:]
                 return self.first
@@ -120,10 +120,10 @@ def _data(payload: dict[str, Any] | str) -> str:
 
 def _render(renderer: CompletionRenderer, event: LogEvent) -> tuple[str, bool]:
     """The `data:` frames for one event, and whether the stream ends with it."""
-    if event.kind == ERROR:
-        return _data(openai_stream_error(event.data["error"])), True
+    if event.kind is EventKind.ERROR:
+        return _data(openai_stream_error(event.error)), True
     frames = "".join(_data(chunk) for chunk in renderer.chunks(event))
-    if event.kind == DONE:
+    if event.kind is EventKind.DONE:
         return frames + _data("[DONE]"), True
     return frames, False
 
@@ -166,7 +166,7 @@ async def chat_completions(request: Request) -> Response:
     )
     assistant = started.assistant
     ids = {CONVERSATION_HEADER: started.conversation_id, MESSAGE_HEADER: assistant.id}
-    batches = await ctx.registry.event_batches(
+    batches = await ctx.subscriptions.event_batches(
         tenant, assistant.id, None, heartbeat=ctx.settings.ping_interval
     )
     if batches is None:  # only a cursor at the terminal event gives None; there is none here
@@ -176,8 +176,8 @@ async def chat_completions(request: Request) -> Response:
     first = await events.open()
     if first is None:
         raise RuntimeError(f"event log of {assistant.id} ended without a terminal event")
-    if first.kind == ERROR:
-        return openai_recorded_error(first.data["error"], headers=ids)
+    if first.kind is EventKind.ERROR:
+        return openai_recorded_error(first.error, headers=ids)
     if completion.stream:
         return EventSourceResponse(
             _chunk_frames(renderer, events),
@@ -193,9 +193,9 @@ async def chat_completions(request: Request) -> Response:
                 break
     if not final.is_terminal:
         raise RuntimeError(f"event log of {assistant.id} ended without a terminal event")
-    if final.kind == ERROR:
-        return openai_recorded_error(final.data["error"], headers=ids)
-    return JSONResponse(renderer.completion(final.data["message"]), headers=ids)
+    if final.kind is EventKind.ERROR:
+        return openai_recorded_error(final.error, headers=ids)
+    return JSONResponse(renderer.completion(final.final.to_api()), headers=ids)
 
 
 def _catalog(request: Request) -> ModelCatalog:

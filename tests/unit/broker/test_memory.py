@@ -1,0 +1,70 @@
+"""The in-process broker: publishing never waits for a reader; readers get batches."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from chatrelay.broker.event import EventKind
+from chatrelay.broker.memory import MemoryBroker, MemoryTopic
+from chatrelay.errors import BadRequest
+
+
+async def test_slow_reader_does_not_block_publishing_and_sees_everything() -> None:
+    topic = MemoryTopic("m")
+    topic.publish(EventKind.START)
+    reader = topic.read_batches(None)
+    first = await anext(reader)
+    assert [e.kind for e in first] == ["start"]
+    for i in range(1000):  # the writer never waits for the reader
+        topic.publish(EventKind.DELTA, text=str(i))
+    topic.publish(EventKind.DONE)
+    rest = [batch async for batch in reader]
+    assert len(rest) == 1, "everything the reader missed comes as one batch"
+    assert len(rest[0]) == 1001 and rest[0][-1].kind is EventKind.DONE
+    assert topic.closed and topic.last_seq == 1002
+    with pytest.raises(RuntimeError):
+        topic.publish(EventKind.DELTA, text="late")
+
+
+async def test_heartbeat_when_quiet() -> None:
+    topic = MemoryTopic("m")
+    topic.publish(EventKind.START)
+    reader = topic.read_batches(1, heartbeat=0.05)
+    assert await asyncio.wait_for(anext(reader), 1) == [], "an empty batch is a heartbeat"
+    topic.publish(EventKind.DELTA, text="x")
+    batch = await asyncio.wait_for(anext(reader), 1)
+    assert [(e.kind, e.text, e.seq) for e in batch] == [(EventKind.DELTA, "x", 2)]
+
+
+async def test_many_readers_at_different_cursors() -> None:
+    topic = MemoryTopic("m")
+    for kind in (EventKind.START, EventKind.DELTA, EventKind.DELTA):
+        topic.publish(kind, text="t")
+    readers = [topic.read_batches(cursor) for cursor in (None, 1, 2, 3)]
+    pending = [asyncio.ensure_future(anext(r)) for r in readers]
+    await asyncio.sleep(0)
+    assert [len(p.result()) for p in pending[:3]] == [3, 2, 1]
+    assert not pending[3].done(), "a reader at the newest event waits"
+    topic.publish(EventKind.DONE)
+    assert [e.seq for e in await asyncio.wait_for(pending[3], 1)] == [4]
+
+
+def test_cursors_must_name_a_published_event() -> None:
+    topic = MemoryTopic("m")
+    topic.publish(EventKind.START)
+    topic.check_cursor(None)
+    topic.check_cursor(1)
+    for bad in (0, 2, 99):
+        with pytest.raises(BadRequest):
+            topic.check_cursor(bad)
+
+
+async def test_broker_finds_open_topics_until_discarded() -> None:
+    broker = MemoryBroker()
+    topic = broker.open("msg_1")
+    assert await broker.find("msg_1") is topic
+    broker.discard("msg_1")
+    assert await broker.find("msg_1") is None
+    broker.discard("msg_1")  # idempotent
