@@ -1,7 +1,8 @@
 """Typed errors: raised anywhere in the core, mapped to HTTP and SSE in `web.errors` only.
 
-Each error carries a stable snake_case `code` (what clients branch on), the HTTP `status`
-it maps to, and a human message that must never contain a secret.
+Each error carries a stable snake_case `code` (what clients branch on) and a human message
+that must never contain a secret. Its class says what kind of failure it is; which HTTP
+status that means is decided by the one table in `web.errors`, not here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ class ChatRelayError(Exception):
     """Base of every error the service reports to a client."""
 
     code: ClassVar[str] = "internal_error"
-    status: ClassVar[int] = 500
 
     def __init__(
         self,
@@ -46,42 +46,34 @@ class ConfigError(ChatRelayError):
 
 class BadRequest(ChatRelayError):
     code = "bad_request"
-    status = 400
 
 
 class Unauthorized(ChatRelayError):
     code = "unauthorized"
-    status = 401
 
 
 class NotFound(ChatRelayError):
     code = "not_found"
-    status = 404
 
 
 class MethodNotAllowed(ChatRelayError):
     code = "method_not_allowed"
-    status = 405
 
 
 class Conflict(ChatRelayError):
     code = "conflict"
-    status = 409
 
 
 class PayloadTooLarge(ChatRelayError):
     code = "payload_too_large"
-    status = 413
 
 
 class ValidationFailed(ChatRelayError):
     code = "validation_error"
-    status = 422
 
 
 class ServiceUnavailable(ChatRelayError):
     code = "unavailable"
-    status = 503
 
 
 class StorageError(ServiceUnavailable):
@@ -98,7 +90,6 @@ class UpstreamError(ChatRelayError):
     """The upstream model server failed; `code` says how (see docs/upstream.md)."""
 
     code = "upstream_error"
-    status = 502
 
     def __init__(
         self,
@@ -116,7 +107,6 @@ class UpstreamError(ChatRelayError):
 
 class UpstreamTimeout(UpstreamError):
     code = "upstream_timeout"
-    status = 504
 
 
 class UpstreamProtocolError(UpstreamError):

@@ -10,7 +10,19 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from chatrelay.errors import ChatRelayError
+from chatrelay.errors import (
+    BadRequest,
+    ChatRelayError,
+    Conflict,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+    UpstreamError,
+    UpstreamTimeout,
+    ValidationFailed,
+)
 from chatrelay.models import ErrorPayload
 
 log = logging.getLogger("chatrelay.web")
@@ -30,6 +42,31 @@ _HTTP_CODES = {
 }
 
 
+# The one table from a kind of error to its HTTP status; the most specific class wins.
+# OpenAI's routes refine it per code (`_OPENAI_STATUS` below).
+_STATUS: dict[type[ChatRelayError], int] = {
+    BadRequest: 400,
+    Unauthorized: 401,
+    NotFound: 404,
+    MethodNotAllowed: 405,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    ValidationFailed: 422,
+    ServiceUnavailable: 503,
+    UpstreamTimeout: 504,
+    UpstreamError: 502,
+}
+
+
+def http_status(exc: ChatRelayError) -> int:
+    """The status a raised error answers with (500 for anything unclassified: a bug)."""
+    for cls in type(exc).__mro__:
+        status = _STATUS.get(cls)
+        if status is not None:
+            return status
+    return 500
+
+
 def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
@@ -38,13 +75,16 @@ def error_response(exc: ChatRelayError) -> JSONResponse:
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=headers)
+    return JSONResponse(
+        error_body(exc.code, exc.message), status_code=http_status(exc), headers=headers
+    )
 
 
 async def handle_chatrelay_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ChatRelayError)
-    if exc.status >= 500:
-        log.warning("%s %s -> %d %s", request.method, request.url.path, exc.status, exc.code)
+    status = http_status(exc)
+    if status >= 500:
+        log.warning("%s %s -> %d %s", request.method, request.url.path, status, exc.code)
     return error_response(exc)
 
 
@@ -153,7 +193,7 @@ def openai_error_response(
     return openai_error(
         exc.code,
         exc.message,
-        status=exc.status,
+        status=http_status(exc),
         param=param,
         retry_after=exc.retry_after,
         headers=headers,
