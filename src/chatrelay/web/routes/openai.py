@@ -18,13 +18,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chatrelay.compat import (
-    ChatCompletions,
-    CompletionRenderer,
-    InvalidRequest,
-    ModelCatalog,
-    parse_completion_request,
-)
+from chatrelay.completions.catalog import ModelCatalog
+from chatrelay.completions.recording import ChatCompletions
+from chatrelay.completions.render import CompletionRenderer
+from chatrelay.completions.request import InvalidRequest, parse_completion_request
 from chatrelay.errors import ChatRelayError, MethodNotAllowed, NotFound
 from chatrelay.generation.log import DONE, ERROR, START, LogEvent
 from chatrelay.ids import looks_like_id

@@ -1,0 +1,121 @@
+"""One assistant message's event log rendered as OpenAI `chat.completion(.chunk)` objects.
+
+`delta` → `delta.content`, `reasoning` → `delta.reasoning_content`, and from the final
+message of `done` the tool calls, refusal, finish reason and usage.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from chatrelay.generation.log import DELTA, DONE, REASONING, LogEvent
+from chatrelay.models import Message
+
+
+def completion_id(message_id: str) -> str:
+    """`chatcmpl-…` from the assistant message's id: stable across the stream and replays."""
+    return "chatcmpl-" + message_id.removeprefix("msg_")
+
+
+def _epoch(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())
+
+
+def finish_reason(final: dict[str, Any]) -> str:
+    """The upstream's finish reason; a stream that gave none (a cancel) ends as `stop`."""
+    reason = final.get("finish_reason")
+    if isinstance(reason, str) and reason:
+        return reason
+    return "tool_calls" if final.get("tool_calls") else "stop"
+
+
+def _indexed_calls(tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"index": i, **call} for i, call in enumerate(tool_calls)]
+
+
+class CompletionRenderer:
+    """Turns one assistant message's events into `chat.completion(.chunk)` objects."""
+
+    def __init__(self, assistant: Message, *, include_usage: bool) -> None:
+        self.id = completion_id(assistant.id)
+        self.created = _epoch(assistant.created_at)
+        self.model = assistant.model or ""
+        self.include_usage = include_usage
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        chunk: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if self.include_usage:
+            chunk["usage"] = None
+        return chunk
+
+    def opening(self) -> dict[str, Any]:
+        """The first chunk, naming the role, as OpenAI sends it."""
+        return self._chunk({"role": "assistant", "content": "", "refusal": None})
+
+    def chunks(self, event: LogEvent) -> list[dict[str, Any]]:
+        """The chunks for one `start`/`delta`/`reasoning`/`done` event (`error` is the edge's)."""
+        if event.kind == DELTA:
+            return [self._chunk({"content": event.data["content"]})]
+        if event.kind == REASONING:
+            return [self._chunk({"reasoning_content": event.data["content"]})]
+        if event.kind == DONE:
+            return self.closing(event.data["message"])
+        return []
+
+    def closing(self, final: dict[str, Any]) -> list[dict[str, Any]]:
+        """Tool calls (complete, one chunk), refusal, the finish chunk, then usage if asked."""
+        chunks = []
+        if final.get("tool_calls"):
+            chunks.append(self._chunk({"tool_calls": _indexed_calls(final["tool_calls"])}))
+        if final.get("refusal"):
+            chunks.append(self._chunk({"refusal": final["refusal"]}))
+        chunks.append(self._chunk({}, finish_reason(final)))
+        if self.include_usage:
+            chunks.append(
+                {
+                    "id": self.id,
+                    "object": "chat.completion.chunk",
+                    "created": self.created,
+                    "model": self.model,
+                    "choices": [],
+                    "usage": final.get("usage"),
+                }
+            )
+        return chunks
+
+    def completion(self, final: dict[str, Any]) -> dict[str, Any]:
+        """The non-streaming `chat.completion` for a finished message."""
+        tool_calls = final.get("tool_calls") or None
+        refusal = final.get("refusal") or None
+        content = final.get("content") or ""
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": None if not content and (tool_calls or refusal) else content,
+            "refusal": refusal,
+        }
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        if final.get("reasoning"):
+            message["reasoning_content"] = final["reasoning"]
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": finish_reason(final),
+                }
+            ],
+            "usage": final.get("usage"),
+        }
