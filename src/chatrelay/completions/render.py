@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from chatrelay.completions import chunks as build
+from chatrelay.completions.chunks import ChatCompletion, ChatCompletionChunk
 from chatrelay.generation.log import DELTA, DONE, REASONING, LogEvent
 from chatrelay.models import Message
 
@@ -43,23 +45,21 @@ class CompletionRenderer:
         self.model = assistant.model or ""
         self.include_usage = include_usage
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        chunk: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-        if self.include_usage:
-            chunk["usage"] = None
-        return chunk
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> ChatCompletionChunk:
+        return build.chunk(
+            self.id,
+            self.created,
+            self.model,
+            delta,
+            finish,
+            include_usage_field=self.include_usage,
+        )
 
-    def opening(self) -> dict[str, Any]:
+    def opening(self) -> ChatCompletionChunk:
         """The first chunk, naming the role, as OpenAI sends it."""
         return self._chunk({"role": "assistant", "content": "", "refusal": None})
 
-    def chunks(self, event: LogEvent) -> list[dict[str, Any]]:
+    def chunks(self, event: LogEvent) -> list[ChatCompletionChunk]:
         """The chunks for one `start`/`delta`/`reasoning`/`done` event (`error` is the edge's)."""
         if event.kind == DELTA:
             return [self._chunk({"content": event.data["content"]})]
@@ -69,28 +69,19 @@ class CompletionRenderer:
             return self.closing(event.data["message"])
         return []
 
-    def closing(self, final: dict[str, Any]) -> list[dict[str, Any]]:
+    def closing(self, final: dict[str, Any]) -> list[ChatCompletionChunk]:
         """Tool calls (complete, one chunk), refusal, the finish chunk, then usage if asked."""
-        chunks = []
+        out = []
         if final.get("tool_calls"):
-            chunks.append(self._chunk({"tool_calls": _indexed_calls(final["tool_calls"])}))
+            out.append(self._chunk({"tool_calls": _indexed_calls(final["tool_calls"])}))
         if final.get("refusal"):
-            chunks.append(self._chunk({"refusal": final["refusal"]}))
-        chunks.append(self._chunk({}, finish_reason(final)))
+            out.append(self._chunk({"refusal": final["refusal"]}))
+        out.append(self._chunk({}, finish_reason(final)))
         if self.include_usage:
-            chunks.append(
-                {
-                    "id": self.id,
-                    "object": "chat.completion.chunk",
-                    "created": self.created,
-                    "model": self.model,
-                    "choices": [],
-                    "usage": final.get("usage"),
-                }
-            )
-        return chunks
+            out.append(build.usage_chunk(self.id, self.created, self.model, final.get("usage")))
+        return out
 
-    def completion(self, final: dict[str, Any]) -> dict[str, Any]:
+    def completion(self, final: dict[str, Any]) -> ChatCompletion:
         """The non-streaming `chat.completion` for a finished message."""
         tool_calls = final.get("tool_calls") or None
         refusal = final.get("refusal") or None
@@ -104,18 +95,11 @@ class CompletionRenderer:
             message["tool_calls"] = tool_calls
         if final.get("reasoning"):
             message["reasoning_content"] = final["reasoning"]
-        return {
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": finish_reason(final),
-                }
-            ],
-            "usage": final.get("usage"),
-        }
+        return build.completion(
+            self.id,
+            self.created,
+            self.model,
+            message,
+            finish_reason(final),
+            usage=final.get("usage"),
+        )

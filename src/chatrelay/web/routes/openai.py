@@ -8,10 +8,8 @@ that fails before any output gets its own HTTP status instead of a 200 stream.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
@@ -25,6 +23,7 @@ from chatrelay.completions.request import InvalidRequest, parse_completion_reque
 from chatrelay.errors import ChatRelayError, MethodNotAllowed, NotFound
 from chatrelay.generation.log import DONE, ERROR, START, LogEvent
 from chatrelay.ids import looks_like_id
+from chatrelay.sse.framing import PING_FRAME, data_frame
 from chatrelay.web.context import context
 from chatrelay.web.errors import (
     openai_error,
@@ -32,7 +31,7 @@ from chatrelay.web.errors import (
     openai_recorded_error,
     openai_stream_error,
 )
-from chatrelay.web.sse import PING_FRAME, SSE_HEADERS
+from chatrelay.web.sse import SSE_HEADERS
 from chatrelay.web.validation import read_json_object
 
 log = logging.getLogger("chatrelay.web")
@@ -108,19 +107,13 @@ class _Events:
             yield batch
 
 
-def _data(payload: dict[str, Any] | str) -> str:
-    if not isinstance(payload, str):
-        payload = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    return f"data: {payload}\n\n"
-
-
 def _render(renderer: CompletionRenderer, event: LogEvent) -> tuple[str, bool]:
     """The `data:` frames for one event, and whether the stream ends with it."""
     if event.kind == ERROR:
-        return _data(openai_stream_error(event.data["error"])), True
-    frames = "".join(_data(chunk) for chunk in renderer.chunks(event))
+        return data_frame(openai_stream_error(event.data["error"])), True
+    frames = "".join(data_frame(chunk) for chunk in renderer.chunks(event))
     if event.kind == DONE:
-        return frames + _data("[DONE]"), True
+        return frames + data_frame("[DONE]"), True
     return frames, False
 
 
@@ -132,7 +125,7 @@ async def _chunk_frames(renderer: CompletionRenderer, events: _Events) -> AsyncI
     """
     assert events.first is not None
     head, ended = _render(renderer, events.first)
-    yield (_data(renderer.opening()) + head).encode()
+    yield (data_frame(renderer.opening()) + head).encode()
     if ended:
         return
     async for batch in events.after_first():
