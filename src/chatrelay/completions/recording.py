@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatrelay.clock import now_iso
+from chatrelay.completions.render import CompletionEvents
 from chatrelay.completions.request import CompletionRequest, content_text
 from chatrelay.errors import ShuttingDown
 from chatrelay.generation.registry import GenerationRegistry
@@ -148,6 +149,15 @@ class ChatCompletions:
         assistant = stored[-1]
         self.registry.launch(assistant, request.upstream_body(model))
         return StartedCompletion(conversation.id, assistant)
+
+    async def events(self, assistant: Message, *, heartbeat: float) -> CompletionEvents:
+        """The new message's event log from its `start`; an empty batch every `heartbeat` s."""
+        batches = await self.registry.event_batches(
+            assistant.tenant, assistant.id, None, heartbeat=heartbeat
+        )
+        if batches is None:  # only a cursor at the terminal event gives None; there is none here
+            raise RuntimeError(f"no event stream for new message {assistant.id}")
+        return CompletionEvents(batches)
 
     @staticmethod
     def _draft(tenant: str, conversation_id: str, message: dict[str, Any], now: str) -> Message:

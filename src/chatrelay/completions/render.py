@@ -1,18 +1,26 @@
 """One assistant message's event log rendered as OpenAI `chat.completion(.chunk)` objects.
 
 `delta` → `delta.content`, `reasoning` → `delta.reasoning_content`, and from the final
-message of `done` the tool calls, refusal, finish reason and usage.
+message of `done` the tool calls, refusal, finish reason and usage. A stream is `data:`
+frames only, ended by `data: [DONE]`. What an `error` event looks like to an OpenAI
+client is the edge's to say (`stream_error`); everything else here needs no HTTP.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
 from chatrelay.completions import chunks as build
 from chatrelay.completions.chunks import ChatCompletion, ChatCompletionChunk
-from chatrelay.generation.log import DELTA, DONE, REASONING, LogEvent
+from chatrelay.generation.log import DELTA, DONE, ERROR, REASONING, START, LogEvent
 from chatrelay.models import Message
+from chatrelay.sse.framing import PING_FRAME, data_frame
+
+Batches = AsyncIterator[list[LogEvent]]
+# A generation's recorded `error` as the in-stream payload an OpenAI client reads.
+StreamError = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def completion_id(message_id: str) -> str:
@@ -103,3 +111,80 @@ class CompletionRenderer:
             finish_reason(final),
             usage=final.get("usage"),
         )
+
+
+class CompletionEvents:
+    """The message's event batches, read past `start` up to the first real event.
+
+    Waiting for that event before answering lets an upstream that fails before any
+    output get its own HTTP status rather than a 200 stream.
+    """
+
+    def __init__(self, batches: Batches) -> None:
+        self._batches = batches
+        self.first: LogEvent | None = None
+        self._rest: list[LogEvent] = []
+
+    async def open(self) -> LogEvent | None:
+        async for batch in self._batches:
+            real = [event for event in batch if event.kind != START]
+            if real:
+                self.first, self._rest = real[0], real[1:]
+                return self.first
+        return None
+
+    async def after_first(self) -> Batches:
+        """What follows the first event, in batches (an empty batch is a heartbeat)."""
+        if self._rest:
+            yield self._rest
+        async for batch in self._batches:
+            yield batch
+
+    async def terminal(self) -> LogEvent | None:
+        """The `done` or `error` event, read through whatever comes before it (after `open`)."""
+        final = self.first
+        if final is not None and not final.is_terminal:
+            async for batch in self.after_first():
+                if batch and batch[-1].is_terminal:
+                    return batch[-1]
+        return final if final is not None and final.is_terminal else None
+
+
+def event_frames(
+    renderer: CompletionRenderer, event: LogEvent, stream_error: StreamError
+) -> tuple[str, bool]:
+    """The `data:` frames for one event, and whether the stream ends with it."""
+    if event.kind == ERROR:
+        return data_frame(stream_error(event.data["error"])), True
+    frames = "".join(data_frame(chunk) for chunk in renderer.chunks(event))
+    if event.kind == DONE:
+        return frames + data_frame("[DONE]"), True
+    return frames, False
+
+
+async def chunk_frames(
+    renderer: CompletionRenderer, events: CompletionEvents, stream_error: StreamError
+) -> AsyncIterator[bytes]:
+    """`data:` frames only: the role chunk, content, the closing chunks, `[DONE]`.
+
+    A failure after output has begun is OpenAI's in-stream `{"error": …}`, then the end.
+    Everything a batch holds goes out in one write.
+    """
+    assert events.first is not None
+    head, ended = event_frames(renderer, events.first, stream_error)
+    yield (data_frame(renderer.opening()) + head).encode()
+    if ended:
+        return
+    async for batch in events.after_first():
+        if not batch:
+            yield PING_FRAME
+            continue
+        out: list[str] = []
+        for event in batch:
+            frames, ended = event_frames(renderer, event, stream_error)
+            out.append(frames)
+            if ended:
+                break
+        yield "".join(out).encode()
+        if ended:
+            return

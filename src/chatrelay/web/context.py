@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from chatrelay.completions.catalog import ModelCatalog
+from chatrelay.completions.recording import ChatCompletions
 from chatrelay.config import Settings
 from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.service import ChatService
@@ -21,6 +23,8 @@ class AppContext:
     upstream: UpstreamClient
     registry: GenerationRegistry
     chat: ChatService
+    completions: ChatCompletions
+    models: ModelCatalog
     auth: Authenticator
 
 
