@@ -105,7 +105,8 @@ def _checked_message(message: Any, position: int) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise InvalidRequest(f"'{where}' must be an object", param=where)
     role = message.get("role")
-    if role not in ROLES:
+    # An object or array role is unhashable: checked as a string first, so it is a 400.
+    if not isinstance(role, str) or role not in ROLES:
         raise InvalidRequest(
             f"'{where}.role' must be one of {', '.join(sorted(ROLES))}", param=f"{where}.role"
         )
