@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "chatrelay"
@@ -49,3 +50,15 @@ def test_core_never_imports_the_web_edge() -> None:
     # part of chatrelay's edge; it must still not reach into chatrelay.web.
     assert offenders <= {"upstream/mock.py"}
     assert "upstream/mock.py" not in _importers("chatrelay.web")
+
+
+def test_completions_never_imports_the_web_edge_or_starlette() -> None:
+    edge = _importers("chatrelay.web") | _importers("starlette") | _importers("sse_starlette")
+    assert not {module for module in edge if module.startswith("completions/")}
+
+
+def test_chunks_imports_only_the_standard_library() -> None:
+    # So that a server of its own (the mock upstream) can build its chunks with it
+    # without pulling in the rest of chatrelay.
+    names = _modules()["completions/chunks.py"]
+    assert {n.split(".")[0] for n in names} <= sys.stdlib_module_names
