@@ -519,6 +519,25 @@ def test_client_errors_have_openai_shape_and_classes(relay: Relay) -> None:
     assert len(relay.upstream.requests) == before, "nothing reached the upstream"
 
 
+@pytest.mark.parametrize("role", [{"a": 1}, ["user"]], ids=["object", "array"])
+def test_a_role_that_is_not_a_string_is_a_400_naming_it(relay: Relay, role: Any) -> None:
+    before = len(relay.upstream.requests)
+    headers = {"Authorization": f"Bearer {CLIENT_KEYS['acme']}"}
+    with httpx.Client(base_url=relay.url, headers=headers, timeout=20) as raw:
+        response = raw.post(
+            "/v1/chat/completions",
+            json={
+                "model": "fake-model",
+                "messages": [{"role": "user", "content": "hi"}, {"role": role, "content": "x"}],
+            },
+        )
+    assert response.status_code == 400, response.text
+    error = _error_body(response)
+    assert error["param"] == "messages[1].role"
+    assert error["type"] == "invalid_request_error"
+    assert len(relay.upstream.requests) == before, "nothing reached the upstream"
+
+
 def _upstream_error(status: int, message: str, **headers: str) -> Reply:
     body = json.dumps({"error": {"message": message, "type": "x", "code": None}}).encode()
     return Reply(status=status, body=body, headers={"content-type": "application/json", **headers})

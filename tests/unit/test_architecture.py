@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "chatrelay"
@@ -68,7 +69,7 @@ def test_broker_depends_only_on_the_leaves() -> None:
 
 
 def test_generation_never_imports_the_edges_above_it() -> None:
-    above = ("chatrelay.web", "chatrelay.service", "chatrelay.compat", "chatrelay.completions")
+    above = ("chatrelay.web", "chatrelay.service", "chatrelay.completions")
     assert not {n for n in _imports_of("generation/") if n.startswith(above)}
 
 
@@ -78,3 +79,15 @@ def test_storage_and_upstream_never_import_generation_or_broker() -> None:
         assert not {
             n for n in reached if n.startswith(("chatrelay.generation", "chatrelay.broker"))
         }
+
+
+def test_completions_never_imports_the_web_edge_or_starlette() -> None:
+    edge = _importers("chatrelay.web") | _importers("starlette") | _importers("sse_starlette")
+    assert not {module for module in edge if module.startswith("completions/")}
+
+
+def test_chunks_imports_only_the_standard_library() -> None:
+    # So that a server of its own (the mock upstream) can build its chunks with it
+    # without pulling in the rest of chatrelay.
+    names = _modules()["completions/chunks.py"]
+    assert {n.split(".")[0] for n in names} <= sys.stdlib_module_names

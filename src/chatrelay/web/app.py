@@ -9,6 +9,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
+from chatrelay.completions.catalog import ModelCatalog
+from chatrelay.completions.recording import ChatCompletions
 from chatrelay.config import Settings
 from chatrelay.generation.engine import Engine
 from chatrelay.service import ChatService
@@ -92,6 +94,10 @@ def create_app(settings: Settings) -> Starlette:
                     settings.default_model,
                     context_tokens=settings.context_tokens,
                 ),
+                completions=ChatCompletions(
+                    repo, engine.registry, engine.subscriptions, settings.default_model
+                ),
+                models=ModelCatalog(upstream),
                 auth=Authenticator(settings.api_keys, settings.secret, settings.stream_token_ttl),
             )
             log.info("chatrelay ready (database: %s)", db.dialect)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from chatrelay.completions.catalog import ModelCatalog
+from chatrelay.completions.recording import ChatCompletions
 from chatrelay.config import Settings
 from chatrelay.generation.engine import Engine
 from chatrelay.generation.persistence import Persistence
@@ -24,6 +26,8 @@ class AppContext:
     upstream: UpstreamClient
     engine: Engine
     chat: ChatService
+    completions: ChatCompletions
+    models: ModelCatalog
     auth: Authenticator
 
     @property

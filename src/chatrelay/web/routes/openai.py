@@ -8,27 +8,19 @@ that fails before any output gets its own HTTP status instead of a 200 stream.
 from __future__ import annotations
 
 import functools
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chatrelay.broker.event import EventKind, LogEvent
-from chatrelay.compat import (
-    ChatCompletions,
-    CompletionRenderer,
-    InvalidRequest,
-    ModelCatalog,
-    parse_completion_request,
-)
+from chatrelay.broker.event import EventKind
+from chatrelay.completions.render import CompletionRenderer, chunk_frames
+from chatrelay.completions.request import InvalidRequest, parse_completion_request
 from chatrelay.errors import ChatRelayError, MethodNotAllowed, NotFound
 from chatrelay.ids import looks_like_id
-from chatrelay.sse.framing import PING_FRAME
 from chatrelay.web.context import context
 from chatrelay.web.errors import (
     openai_error,
@@ -45,7 +37,6 @@ CONVERSATION_HEADER = "X-Chatrelay-Conversation-Id"
 MESSAGE_HEADER = "X-Chatrelay-Message-Id"
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-Batches = AsyncIterator[list[LogEvent]]
 
 
 def _openai_endpoint(method: str) -> Callable[[Endpoint], Endpoint]:
@@ -84,134 +75,44 @@ def _conversation_header(request: Request) -> str | None:
     return raw
 
 
-class _Events:
-    """The message's event batches, read past `start` up to the first real event.
-
-    Waiting for that event before answering lets an upstream that fails before any
-    output get its own HTTP status rather than a 200 stream.
-    """
-
-    def __init__(self, batches: Batches) -> None:
-        self._batches = batches
-        self.first: LogEvent | None = None
-        self._rest: list[LogEvent] = []
-
-    async def open(self) -> LogEvent | None:
-        async for batch in self._batches:
-            real = [event for event in batch if event.kind is not EventKind.START]
-            if real:
-                self.first, self._rest = real[0], real[1:]
-                return self.first
-        return None
-
-    async def after_first(self) -> AsyncIterator[list[LogEvent]]:
-        """What follows the first event, in batches (an empty batch is a heartbeat)."""
-        if self._rest:
-            yield self._rest
-        async for batch in self._batches:
-            yield batch
-
-
-def _data(payload: dict[str, Any] | str) -> str:
-    if not isinstance(payload, str):
-        payload = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    return f"data: {payload}\n\n"
-
-
-def _render(renderer: CompletionRenderer, event: LogEvent) -> tuple[str, bool]:
-    """The `data:` frames for one event, and whether the stream ends with it."""
-    if event.kind is EventKind.ERROR:
-        return _data(openai_stream_error(event.error)), True
-    frames = "".join(_data(chunk) for chunk in renderer.chunks(event))
-    if event.kind is EventKind.DONE:
-        return frames + _data("[DONE]"), True
-    return frames, False
-
-
-async def _chunk_frames(renderer: CompletionRenderer, events: _Events) -> AsyncIterator[bytes]:
-    """`data:` frames only: the role chunk, content, the closing chunks, `[DONE]`.
-
-    A failure after output has begun is OpenAI's in-stream `{"error": …}`, then the end.
-    Everything a batch holds goes out in one write.
-    """
-    assert events.first is not None
-    head, ended = _render(renderer, events.first)
-    yield (_data(renderer.opening()) + head).encode()
-    if ended:
-        return
-    async for batch in events.after_first():
-        if not batch:
-            yield PING_FRAME
-            continue
-        out: list[str] = []
-        for event in batch:
-            frames, ended = _render(renderer, event)
-            out.append(frames)
-            if ended:
-                break
-        yield "".join(out).encode()
-        if ended:
-            return
-
-
 @_openai_endpoint("POST")
 async def chat_completions(request: Request) -> Response:
     ctx = context(request)
     tenant = ctx.auth.tenant(request)
     body = await read_json_object(request, ctx.settings.max_body_bytes)
     completion = parse_completion_request(body)
-    completions = ChatCompletions(ctx.chat.repo, ctx.registry, ctx.settings.default_model)
-    started = await completions.start(
+    started = await ctx.completions.start(
         tenant, completion, conversation_id=_conversation_header(request)
     )
     assistant = started.assistant
     ids = {CONVERSATION_HEADER: started.conversation_id, MESSAGE_HEADER: assistant.id}
-    batches = await ctx.subscriptions.event_batches(
-        tenant, assistant.id, None, heartbeat=ctx.settings.ping_interval
-    )
-    if batches is None:  # only a cursor at the terminal event gives None; there is none here
-        raise RuntimeError(f"no event stream for new message {assistant.id}")
-    renderer = CompletionRenderer(assistant, include_usage=completion.include_usage)
-    events = _Events(batches)
+    events = await ctx.completions.events(assistant, heartbeat=ctx.settings.ping_interval)
     first = await events.open()
     if first is None:
         raise RuntimeError(f"event log of {assistant.id} ended without a terminal event")
     if first.kind is EventKind.ERROR:
         return openai_recorded_error(first.error, headers=ids)
+    renderer = CompletionRenderer(assistant, include_usage=completion.include_usage)
     if completion.stream:
         return EventSourceResponse(
-            _chunk_frames(renderer, events),
+            chunk_frames(renderer, events, openai_stream_error),
             headers={**SSE_HEADERS, **ids},
             ping=0,
             sep="\n",
         )
-    final = first
-    if not final.is_terminal:
-        async for batch in events.after_first():
-            if batch and batch[-1].is_terminal:
-                final = batch[-1]
-                break
-    if not final.is_terminal:
+    final = await events.terminal()
+    if final is None:
         raise RuntimeError(f"event log of {assistant.id} ended without a terminal event")
     if final.kind is EventKind.ERROR:
         return openai_recorded_error(final.error, headers=ids)
-    return JSONResponse(renderer.completion(final.final.to_api()), headers=ids)
-
-
-def _catalog(request: Request) -> ModelCatalog:
-    """One catalog per app, made on first use."""
-    state = request.app.state
-    catalog = getattr(state, "openai_model_catalog", None)
-    if not isinstance(catalog, ModelCatalog):
-        catalog = ModelCatalog(context(request).upstream)
-        state.openai_model_catalog = catalog
-    return catalog
+    return JSONResponse(renderer.completion(final.final), headers=ids)
 
 
 @_openai_endpoint("GET")
 async def list_models(request: Request) -> Response:
-    context(request).auth.tenant(request)
-    return JSONResponse(await _catalog(request).listing())
+    ctx = context(request)
+    ctx.auth.tenant(request)
+    return JSONResponse(await ctx.models.listing())
 
 
 # Every method reaches the handlers, so that a wrong one gets its 405 in OpenAI's shape too.

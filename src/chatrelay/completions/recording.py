@@ -1,0 +1,188 @@
+"""Recording a chat completion request as a conversation turn, then launching it.
+
+A request becomes a recorded conversation (its messages, then a `streaming` assistant
+message) and a generation launched through the same registry as a native post, so it
+outlives the HTTP connection. A client resending its history with
+`X-Chatrelay-Conversation-Id` appends only what `unrecorded` finds new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chatrelay.clock import now_iso
+from chatrelay.completions.render import CompletionEvents
+from chatrelay.completions.request import CompletionRequest, content_text
+from chatrelay.generation.registry import GenerationRegistry
+from chatrelay.generation.subscription import Subscriptions
+from chatrelay.ids import new_id
+from chatrelay.models import Conversation, Message, Status
+from chatrelay.storage.repository import Repository
+
+# The fields of an OpenAI message kept in columns; every other field is kept in `params`.
+_MESSAGE_COLUMNS = frozenset({"role", "content", "tool_calls"})
+_TITLE_CHARS = 80
+# Assistant messages a client was never handed as an answer: it cannot be echoing them back.
+_UNANSWERED = frozenset({Status.STREAMING, Status.FAILED, Status.INTERRUPTED})
+
+_Fingerprint = tuple[str, str, tuple[tuple[Any, Any, Any], ...], Any]
+
+
+def _calls_key(tool_calls: Any) -> tuple[tuple[Any, Any, Any], ...]:
+    """Tool calls as compared: id, function name, arguments."""
+    key = []
+    for call in tool_calls if isinstance(tool_calls, list) else []:
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
+        key.append((call.get("id"), function.get("name"), function.get("arguments")))
+    return tuple(key)
+
+
+def _request_fingerprint(message: dict[str, Any]) -> _Fingerprint:
+    role = message["role"]
+    tool_call_id = message.get("tool_call_id") if role == "tool" else None
+    return (
+        role,
+        content_text(message.get("content")),
+        _calls_key(message.get("tool_calls")),
+        tool_call_id,
+    )
+
+
+def _recorded_fingerprint(message: Message) -> _Fingerprint:
+    tool_call_id = message.params.get("tool_call_id") if message.role == "tool" else None
+    return message.role, message.content, _calls_key(message.tool_calls), tool_call_id
+
+
+def unrecorded(
+    requested: Sequence[dict[str, Any]], recorded: Sequence[Message]
+) -> list[dict[str, Any]]:
+    """The requested messages not yet in the conversation: all after the longest common prefix.
+
+    The prefix is compared by role, text, tool calls and `tool_call_id`. Messages taken out
+    of the context (superseded) and assistant messages the client never received as an answer
+    (failed, interrupted, still streaming) are left out of the comparison.
+    """
+    history = [
+        m
+        for m in recorded
+        if m.superseded_by is None and not (m.role == "assistant" and m.status in _UNANSWERED)
+    ]
+    matched = 0
+    while (
+        matched < len(requested)
+        and matched < len(history)
+        and _request_fingerprint(requested[matched]) == _recorded_fingerprint(history[matched])
+    ):
+        matched += 1
+    return list(requested[matched:])
+
+
+def _title(messages: Sequence[dict[str, Any]]) -> str | None:
+    for message in messages:
+        if message["role"] == "user":
+            text = content_text(message.get("content")).strip()
+            if text:
+                first_line = text.splitlines()[0]
+                return first_line[:_TITLE_CHARS]
+    return None
+
+
+@dataclass(frozen=True)
+class StartedCompletion:
+    conversation_id: str
+    assistant: Message
+
+
+class ChatCompletions:
+    """Records a chat completion request as a conversation turn and launches its generation."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        registry: GenerationRegistry,
+        subscriptions: Subscriptions,
+        default_model: str,
+    ) -> None:
+        self.repo = repo
+        self.registry = registry
+        self.subscriptions = subscriptions
+        self.default_model = default_model
+
+    async def start(
+        self, tenant: str, request: CompletionRequest, *, conversation_id: str | None
+    ) -> StartedCompletion:
+        """Store the new messages and the `streaming` assistant message, then launch.
+
+        Without `conversation_id` a new conversation holds every message of the request;
+        with it, only those `unrecorded` says are new are appended (404 if it is unknown).
+        """
+        self.registry.ensure_accepting()  # before anything is stored: a refusal leaves no trace
+        conversation: Conversation
+        if conversation_id is None:
+            conversation = await self.repo.create_conversation(
+                tenant=tenant,
+                title=_title(request.messages),
+                system_prompt=None,
+                model=request.model or self.default_model,
+                metadata={"source": "chat.completions"},
+            )
+            new = request.messages
+        else:
+            conversation = await self.repo.get_conversation(tenant, conversation_id)
+            new = unrecorded(request.messages, await self.repo.list_messages(conversation.id))
+        model = request.model or conversation.model or self.default_model
+        now = now_iso()
+        drafts = [self._draft(tenant, conversation.id, m, now) for m in new]
+        drafts.append(
+            Message(
+                id=new_id("msg"),
+                conversation_id=conversation.id,
+                tenant=tenant,
+                seq=0,  # assigned by the repository
+                role="assistant",
+                content="",
+                status=Status.STREAMING,
+                model=model,
+                created_at=now,
+                params=dict(request.passthrough),
+            )
+        )
+        stored = await self.repo.append_messages(tenant, conversation.id, drafts)
+        assistant = stored[-1]
+        self.registry.launch(assistant, request.upstream_body(model))
+        return StartedCompletion(conversation.id, assistant)
+
+    async def events(self, assistant: Message, *, heartbeat: float) -> CompletionEvents:
+        """The new message's event log from its `start`; an empty batch every `heartbeat` s."""
+        batches = await self.subscriptions.event_batches(
+            assistant.tenant, assistant.id, None, heartbeat=heartbeat
+        )
+        if batches is None:  # only a cursor at the terminal event gives None; there is none here
+            raise RuntimeError(f"no event stream for new message {assistant.id}")
+        return CompletionEvents(batches)
+
+    @staticmethod
+    def _draft(tenant: str, conversation_id: str, message: dict[str, Any], now: str) -> Message:
+        """A request message as stored: text in `content`, the rest of it in `params`."""
+        params = {k: v for k, v in message.items() if k not in _MESSAGE_COLUMNS}
+        content = message.get("content")
+        if isinstance(content, list):
+            params["content"] = content  # the parts (images, files…) the text cannot hold
+        tool_calls = message.get("tool_calls")
+        return Message(
+            id=new_id("msg"),
+            conversation_id=conversation_id,
+            tenant=tenant,
+            seq=0,  # assigned by the repository
+            role=message["role"],
+            content=content_text(content),
+            status=Status.COMPLETED,
+            model=None,
+            created_at=now,
+            completed_at=now,
+            tool_calls=tool_calls if tool_calls else None,
+            params=params,
+        )
