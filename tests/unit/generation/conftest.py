@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -43,3 +44,10 @@ async def harness(tmp_path: Path, intervals: dict[str, float]) -> AsyncIterator[
         for started in [made.engine, *made.others]:  # interrupts what still runs
             await made.stop(started)
         await db.disconnect()
+
+
+@pytest.fixture
+def generation_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """What the generation core logs, from INFO (where stop reasons are)."""
+    caplog.set_level(logging.INFO, logger="chatrelay.generation")
+    return caplog

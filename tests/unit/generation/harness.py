@@ -11,10 +11,11 @@ import asyncio
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from chatrelay.broker.event import LogEvent
 from chatrelay.generation.engine import Engine
@@ -25,7 +26,7 @@ from chatrelay.service import ChatService, TurnOptions
 from chatrelay.storage.database import Database
 from chatrelay.storage.repository import Repository
 from chatrelay.storage.spool import Spool
-from tests.fakes.chat_upstream import Script, ScriptedUpstream
+from tests.fakes.chat_upstream import Gate, Script, ScriptedUpstream, Step
 
 TENANT = "acme"
 # Short enough that a write against a locked file fails at once (the service uses 5 s).
@@ -115,6 +116,16 @@ class Harness:
         generation = self.engine.registry.local(TENANT, posted.assistant.id)
         assert generation is not None
         return generation
+
+    async def post_paused(
+        self, before: Sequence[Step], after: Sequence[Step] = (), **options: Any
+    ) -> tuple[Generation, Gate]:
+        """Post a script that stops between `before` and `after`; return once it waits
+        there (everything in `before` has been published), with the gate to open."""
+        gate = Gate("pause")
+        generation = await self.post(Script(steps=[*before, gate, *after]), **options)
+        await gate.reached.wait()
+        return generation, gate
 
     async def stored(self, message_id: str) -> Message:
         return await Repository.get_message(self.repo, TENANT, message_id)  # not counted

@@ -53,9 +53,7 @@ async def test_finals_arriving_during_a_write_go_in_the_next_one(harness: Harnes
 
 
 async def test_checkpoints_save_partial_text_while_streaming(harness: Harness) -> None:
-    gate = Gate()
-    generation = await harness.post(script("one ", "two", gate, " three"))
-    await gate.reached.wait()
+    generation, _ = await harness.post_paused(["one ", "two"], [" three"])
     mid = generation.message.id
 
     # `dirty` drops in the step that takes the database lock to write the checkpoint, so
@@ -70,10 +68,8 @@ async def test_checkpoints_save_partial_text_while_streaming(harness: Harness) -
 
 async def test_final_write_is_retried_until_it_lands(harness: Harness) -> None:
     persistence = harness.engine.persistence
-    gate = Gate()
-    generation = await harness.post(script("kept", " whole", gate))
+    generation, gate = await harness.post_paused(["kept", " whole"])
     mid = generation.message.id
-    await gate.reached.wait()
     subscriber = asyncio.create_task(harness.events(mid))
     with harness.locked():
         gate.open()
@@ -95,9 +91,8 @@ async def test_final_write_is_retried_until_it_lands(harness: Harness) -> None:
 async def test_final_write_still_failing_at_close_is_spooled_and_replayed(
     harness: Harness,
 ) -> None:
-    generation = await harness.post(script("spool", " me", gate := Gate()))
+    generation, gate = await harness.post_paused(["spool", " me"])
     mid = generation.message.id
-    await gate.reached.wait()
     with harness.locked():
         gate.open()
         await harness.finished(generation)
@@ -117,9 +112,8 @@ async def test_final_write_still_failing_at_close_is_spooled_and_replayed(
 @pytest.mark.parametrize("intervals", [{"finished_log_ttl": 0.05}], indirect=True)
 async def test_expiry_waits_for_the_final_write(harness: Harness) -> None:
     registry, persistence = harness.registry, harness.engine.persistence
-    generation = await harness.post(script("late", gate := Gate()))
+    generation, gate = await harness.post_paused(["late"])
     mid = generation.message.id
-    await gate.reached.wait()
     with harness.locked():
         gate.open()
         await harness.finished(generation)

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 from chatrelay.generation.replay import RECOVERED_END_ID
 from chatrelay.models import Status
-from tests.fakes.chat_upstream import Gate, script
+from tests.fakes.chat_upstream import script
 from tests.unit.generation.harness import TENANT, Harness, collect, until
 
 
 async def test_a_message_left_streaming_is_recovered_interrupted_with_its_checkpoint(
     harness: Harness,
 ) -> None:
-    gate = Gate()
-    generation = await harness.post(script("saved ", "text", gate, " never saved"))
+    generation, _ = await harness.post_paused(["saved ", "text"], [" never saved"])
     mid = generation.message.id
-    await gate.reached.wait()
     await until(lambda: not generation.dirty, what="a checkpoint")
     assert (await harness.stored(mid)).status is Status.STREAMING
 

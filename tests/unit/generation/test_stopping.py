@@ -4,7 +4,6 @@ leaving with `cancel_on_disconnect`, delete, supersede and shutdown."""
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import pytest
 
@@ -19,9 +18,7 @@ from tests.unit.generation.harness import TENANT, Harness
 async def test_cancel_mid_stream_keeps_the_partial_text_and_closes_the_upstream(
     harness: Harness,
 ) -> None:
-    gate = Gate()
-    generation = await harness.post(script("par", "tial", gate, " never sent"))
-    await gate.reached.wait()
+    generation, _ = await harness.post_paused(["par", "tial"], [" never sent"])
 
     cancelled = await harness.service.cancel(TENANT, generation.message.id)
 
@@ -72,9 +69,7 @@ async def test_cancel_after_the_finish_is_a_conflict(harness: Harness) -> None:
 
 
 async def test_cancel_twice_at_once_one_wins_and_one_conflicts(harness: Harness) -> None:
-    gate = Gate()
-    generation = await harness.post(script("x", gate, "y"))
-    await gate.reached.wait()
+    generation, _ = await harness.post_paused(["x"], ["y"])
     mid = generation.message.id
 
     results = await asyncio.gather(
@@ -93,11 +88,8 @@ async def test_cancel_twice_at_once_one_wins_and_one_conflicts(harness: Harness)
 
 
 async def test_last_watcher_leaving_cancels_with_cancel_on_disconnect(harness: Harness) -> None:
-    gate = Gate()
-    generation = await harness.post(script("a", gate, "b"), cancel_on_disconnect=True)
-    watched = harness.registry.watch(generation.message.id)
-    assert watched is generation
-    await gate.reached.wait()
+    generation, _ = await harness.post_paused(["a"], ["b"], cancel_on_disconnect=True)
+    assert harness.registry.watch(generation.message.id) is generation
     generation.watcher_joined()
     generation.watcher_joined()
 
@@ -115,9 +107,7 @@ async def test_last_watcher_leaving_cancels_with_cancel_on_disconnect(harness: H
 async def test_watchers_leaving_stop_nothing_without_cancel_on_disconnect(
     harness: Harness,
 ) -> None:
-    gate = Gate()
-    generation = await harness.post(script("a", gate, "b"))
-    await gate.reached.wait()
+    generation, gate = await harness.post_paused(["a"], ["b"])
     generation.watcher_joined()
     generation.watcher_joined()
     generation.watcher_left(False)
@@ -139,30 +129,24 @@ async def test_a_watcher_that_saw_the_end_stops_nothing(harness: Harness) -> Non
 
 
 async def test_deleting_the_conversation_cancels_and_logs_why(
-    harness: Harness, caplog: pytest.LogCaptureFixture
+    harness: Harness, generation_log: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="chatrelay.generation")
-    gate = Gate()
-    generation = await harness.post(script("a", gate, "b"))
-    await gate.reached.wait()
+    generation, _ = await harness.post_paused(["a"], ["b"])
     mid = generation.message.id
 
     await harness.service.delete_conversation(TENANT, generation.message.conversation_id)
     final = await harness.finished(generation)
 
     assert final.status is Status.CANCELLED
-    assert f"generation {mid} ended cancelled (stopped: deleted)" in caplog.text
+    assert f"generation {mid} ended cancelled (stopped: deleted)" in generation_log.text
     assert harness.registry.local(TENANT, mid) is None, "a deleted message is not served"
     assert harness.upstream.streams[-1].closed.is_set()
 
 
 async def test_editing_an_earlier_turn_supersedes_and_logs_why(
-    harness: Harness, caplog: pytest.LogCaptureFixture
+    harness: Harness, generation_log: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="chatrelay.generation")
-    gate = Gate()
-    generation = await harness.post(script("old", gate, " answer"), content="question")
-    await gate.reached.wait()
+    generation, _ = await harness.post_paused(["old"], [" answer"], content="question")
     old = generation.message
     user = next(m for m in await harness.repo.list_messages(old.conversation_id) if m.seq == 1)
 
@@ -173,19 +157,16 @@ async def test_editing_an_earlier_turn_supersedes_and_logs_why(
 
     assert generation.stop_reason is StopReason.SUPERSEDED
     assert (final.status, final.content) == (Status.CANCELLED, "old")
-    assert f"generation {old.id} ended cancelled (stopped: superseded)" in caplog.text
+    assert f"generation {old.id} ended cancelled (stopped: superseded)" in generation_log.text
     replacement = harness.registry.local(TENANT, edited.assistant.id)
     assert replacement is not None
     assert (await harness.finished(replacement)).status is Status.COMPLETED
 
 
 async def test_shutdown_interrupts_with_shutting_down(
-    harness: Harness, caplog: pytest.LogCaptureFixture
+    harness: Harness, generation_log: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="chatrelay.generation")
-    gate = Gate()
-    generation = await harness.post(script("half", gate, " more"))
-    await gate.reached.wait()
+    generation, _ = await harness.post_paused(["half"], [" more"])
 
     await harness.engine.drain(0)
 
@@ -193,7 +174,7 @@ async def test_shutdown_interrupts_with_shutting_down(
     assert final is not None
     assert (final.status, final.content) == (Status.INTERRUPTED, "half")
     assert final.error is not None and final.error["code"] == "shutting_down"
-    assert "(stopped: shutting_down)" in caplog.text
+    assert "(stopped: shutting_down)" in generation_log.text
     stored = await harness.stored(generation.message.id)
     assert (stored.status, stored.content) == (Status.INTERRUPTED, "half")
     with pytest.raises(ShuttingDown):

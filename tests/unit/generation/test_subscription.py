@@ -115,11 +115,9 @@ async def test_a_message_streaming_elsewhere_is_polled_from_the_database(
     harness: Harness,
 ) -> None:
     """Another instance without a shared broker sees the checkpoints, then the end."""
-    gate = Gate()
-    generation = await harness.post(script("a", "b", gate, "c", "d"))
+    generation, gate = await harness.post_paused(["a", "b"], ["c", "d"])
     mid = generation.message.id
     live = asyncio.create_task(harness.events(mid))
-    await gate.reached.wait()
     await until(lambda: not generation.dirty, what="a checkpoint")
     other_registry = GenerationRegistry(
         harness.upstream, MemoryBroker(), Persistence(harness.repo), finished_log_ttl=5
