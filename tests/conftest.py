@@ -104,11 +104,19 @@ class Relay:
     def url(self) -> str:
         return self.service.base_url
 
-    def client(self, tenant: str = "acme", **kwargs: object) -> httpx.AsyncClient:
+    def client(
+        self, tenant: str = "acme", *, service: ServiceProcess | None = None, **kwargs: object
+    ) -> httpx.AsyncClient:
+        """A client of this relay (or of `service`, another process on its database)."""
         headers = {"Authorization": f"Bearer {CLIENT_KEYS[tenant]}"}
+        base_url = (service or self.service).base_url
         return httpx.AsyncClient(
-            base_url=self.url, headers=headers, timeout=httpx.Timeout(20.0), **kwargs
+            base_url=base_url, headers=headers, timeout=httpx.Timeout(20.0), **kwargs
         )
+
+    def second_service(self) -> ServiceProcess:
+        """Another chatrelay process on the same database and upstream (not started)."""
+        return ServiceProcess(base_env(self.database_url, self.upstream), self.service.workdir)
 
 
 def base_env(relay_db_url: str, upstream: FakeUpstream) -> dict[str, str]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 import time
 from typing import Any
 
+import asyncpg
 import httpx
 
 from tests.fakes.sse_client import Frame, collect
@@ -55,3 +58,30 @@ async def wait_final(client: httpx.AsyncClient, mid: str, within: float = 15.0) 
         if time.monotonic() > deadline:
             raise AssertionError(f"message {mid} still {message['status']} after {within}s")
         await asyncio.sleep(0.05)
+
+
+async def stored_row(database_url: str, mid: str) -> dict[str, Any]:
+    """The message's row read straight from the database, past the service and its memory
+    (`GET /v1/messages/{id}` shows a running generation's state from memory)."""
+    sql = "SELECT status, content, finish_reason, usage, completed_at FROM messages WHERE id = "
+    if database_url.startswith("sqlite"):
+
+        def read() -> dict[str, Any]:
+            path = database_url.removeprefix("sqlite:///")
+            with sqlite3.connect(path) as conn:
+                conn.row_factory = sqlite3.Row
+                row = conn.execute(sql + "?", (mid,)).fetchone()
+            assert row is not None, f"no row for {mid}"
+            return dict(row)
+
+        row = await asyncio.to_thread(read)
+    else:
+        conn = await asyncpg.connect(database_url, timeout=5)
+        try:
+            record = await conn.fetchrow(sql + "$1", mid)
+        finally:
+            await conn.close()
+        assert record is not None, f"no row for {mid}"
+        row = dict(record)
+    row["usage"] = None if row["usage"] is None else json.loads(row["usage"])
+    return row

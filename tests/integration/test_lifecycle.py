@@ -116,26 +116,40 @@ async def test_resume_at_every_cursor_while_running_and_after(relay: Relay) -> N
             assert status == 200, cursor
             assert _triples(rest) == _triples(full[cursor:]), cursor
 
-        # Finished, log still in memory, then (after the TTL) rebuilt from the database.
-        for phase in ("memory", "database"):
-            if phase == "database":
-                await asyncio.sleep(1.5)  # CHATRELAY_FINISHED_LOG_TTL=1 in tests
-            for cursor in range(1, len(full)):
-                status, rest = await _follow(client, mid, str(cursor))
-                assert status == 200, (phase, cursor)
-                assert _triples(rest) == _triples(full[cursor:]), (phase, cursor)
-            status, _ = await _follow(client, mid, full[-1].id)
-            assert status == 204, "resuming from the terminal event must answer 204"
-            status, whole = await _follow(client, mid)
-            assert _triples(whole) == _triples(full), phase
-            by_query = await client.get(f"/v1/messages/{mid}/events?last_event_id={len(full)}")
-            assert by_query.status_code == 204
-            for bad in ("abc", "999", "-1", "0"):
-                bad_answer = await client.get(
-                    f"/v1/messages/{mid}/events", headers={"Last-Event-ID": bad}
-                )
-                assert bad_answer.status_code == 400, (phase, bad)
-                assert bad_answer.json()["error"]["code"] == "invalid_cursor"
+        # Finished: the log still in memory, then the same process after the TTL (which
+        # path serves it then is not visible over HTTP: tests/unit/generation proves the
+        # switch to the database), then a second process on the same database that never
+        # ran the generation, so only the stored message can answer there.
+        await _check_finished_log(client, mid, full, "memory")
+        await asyncio.sleep(1.5)  # CHATRELAY_FINISHED_LOG_TTL=1 in tests
+        await _check_finished_log(client, mid, full, "after the TTL")
+    second = relay.second_service()
+    try:
+        second.start()
+        async with relay.client(service=second) as other:
+            await _check_finished_log(other, mid, full, "database")
+    finally:
+        second.terminate()
+
+
+async def _check_finished_log(
+    client: httpx.AsyncClient, mid: str, full: list[Frame], phase: str
+) -> None:
+    """From every cursor, a finished message's log is the rest of what streamed live."""
+    for cursor in range(1, len(full)):
+        status, rest = await _follow(client, mid, str(cursor))
+        assert status == 200, (phase, cursor)
+        assert _triples(rest) == _triples(full[cursor:]), (phase, cursor)
+    status, _ = await _follow(client, mid, full[-1].id)
+    assert status == 204, "resuming from the terminal event must answer 204"
+    status, whole = await _follow(client, mid)
+    assert _triples(whole) == _triples(full), phase
+    by_query = await client.get(f"/v1/messages/{mid}/events?last_event_id={len(full)}")
+    assert by_query.status_code == 204
+    for bad in ("abc", "999", "-1", "0"):
+        bad_answer = await client.get(f"/v1/messages/{mid}/events", headers={"Last-Event-ID": bad})
+        assert bad_answer.status_code == 400, (phase, bad)
+        assert bad_answer.json()["error"]["code"] == "invalid_cursor"
 
 
 async def test_sigterm_finishes_short_and_interrupts_long_generations(stack: Stack) -> None:

@@ -10,7 +10,13 @@ import httpx
 from tests.conftest import UPSTREAM_KEY, Relay
 from tests.fakes.sse_client import collect, content_of, events, frames
 from tests.fakes.upstream import Reply
-from tests.integration.helpers import new_conversation, post_accepted, post_streaming, wait_final
+from tests.integration.helpers import (
+    new_conversation,
+    post_accepted,
+    post_streaming,
+    stored_row,
+    wait_final,
+)
 
 TOKENS = ["Hel", "lo", ",", " wörld", " 👋", "!\n", "Line two", " ends."]
 
@@ -43,6 +49,15 @@ async def test_deltas_concatenate_to_done_and_stored_content(relay: Relay) -> No
         assert stored["finish_reason"] == "stop"
         assert stored["usage"] == {"prompt_tokens": 7, "completion_tokens": 8, "total_tokens": 15}
         assert stored["completed_at"] is not None
+        # The API answers from memory while the final write is pending: the row itself must
+        # already be final when `done` is sent (it goes out after the write).
+        row = await stored_row(relay.database_url, done["id"])
+        assert (row["status"], row["content"], row["finish_reason"]) == (
+            "completed",
+            streamed,
+            "stop",
+        )
+        assert row["usage"] == stored["usage"] and row["completed_at"] is not None
 
     request = relay.upstream.requests[-1]
     assert request.body["stream"] is True
