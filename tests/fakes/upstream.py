@@ -27,7 +27,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from chatrelay.upstream.mock import EmbeddedServer, bind_localhost
+from chatrelay.embedded_server import EmbeddedServer, bind_localhost
 
 
 @dataclass
