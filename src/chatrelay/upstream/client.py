@@ -37,7 +37,7 @@ import httpx
 from chatrelay.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from chatrelay.sse.event import SSEEvent
 from chatrelay.sse.parser import SSEParser
-from chatrelay.upstream.openai import ChunkAssembler, ChunkDelta
+from chatrelay.upstream.assembler import ChunkAssembler, ChunkDelta
 
 log = logging.getLogger("chatrelay.upstream")
 
