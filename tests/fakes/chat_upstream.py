@@ -23,7 +23,7 @@ from typing import Any
 
 from chatrelay.errors import UpstreamError
 from chatrelay.sse.event import SSEEvent
-from chatrelay.upstream.openai import ChunkAssembler, ChunkDelta
+from chatrelay.upstream.assembler import ChunkAssembler, ChunkDelta
 
 DEFAULT_USAGE = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
 

@@ -27,7 +27,8 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from chatrelay.upstream.mock import EmbeddedServer, bind_localhost
+from chatrelay.embedded_server import EmbeddedServer, bind_localhost
+from chatrelay.sse.framing import data_frame, json_text
 
 
 @dataclass
@@ -83,11 +84,12 @@ class _Writer:
 
 
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+    return json_text(obj).encode()
 
 
 def _sse(obj: Any) -> bytes:
-    return b"data: " + (obj if isinstance(obj, bytes) else _dumps(obj)) + b"\n\n"
+    """One `data:` frame; a `str` goes as it is (`[DONE]`)."""
+    return data_frame(obj).encode()
 
 
 def chunk_frame(
@@ -398,7 +400,7 @@ class FakeUpstream:
                     "usage": reply.usage,
                 }
                 await writer.write(_sse(usage))
-            await writer.end(_sse(b"[DONE]") if reply.send_done else b"")
+            await writer.end(_sse("[DONE]") if reply.send_done else b"")
 
         return script
 

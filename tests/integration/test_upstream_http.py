@@ -25,12 +25,9 @@ import httpx
 import pytest
 
 from chatrelay.errors import UpstreamTimeout
-from chatrelay.upstream.client import (
-    UpstreamClient,
-    UpstreamConfig,
-    parse_retry_after,
-    redact,
-)
+from chatrelay.upstream.client import UpstreamClient, UpstreamConfig
+from chatrelay.upstream.http_errors import parse_retry_after
+from chatrelay.upstream.redact import redact
 from tests.conftest import UPSTREAM_KEY, Relay, Stack
 from tests.fakes.service import ServiceProcess
 from tests.fakes.sse_client import Frame, content_of, events

@@ -35,8 +35,9 @@ def test_databases_only_in_storage_database() -> None:
     assert _importers("databases") == {"storage/database.py"}
 
 
-def test_httpx_only_in_upstream_client() -> None:
-    assert _importers("httpx") == {"upstream/client.py"}
+def test_httpx_only_in_upstream() -> None:
+    assert _importers("httpx")
+    assert all(module.startswith("upstream/") for module in _importers("httpx"))
 
 
 def test_core_never_imports_the_web_edge() -> None:
@@ -44,12 +45,12 @@ def test_core_never_imports_the_web_edge() -> None:
     offenders = {
         module
         for module in _importers("chatrelay.web") | _importers("starlette.requests")
-        if module.startswith(core)
+        if module.startswith((*core, "mock_upstream/"))
     }
     # The mock upstream is an HTTP server of its own (it stands in for OpenAI), not a
     # part of chatrelay's edge; it must still not reach into chatrelay.web.
-    assert offenders <= {"upstream/mock.py"}
-    assert "upstream/mock.py" not in _importers("chatrelay.web")
+    assert all(module.startswith("mock_upstream/") for module in offenders)
+    assert not any(m.startswith("mock_upstream/") for m in _importers("chatrelay.web"))
 
 
 def _imports_of(prefix: str) -> set[str]:
@@ -91,3 +92,21 @@ def test_chunks_imports_only_the_standard_library() -> None:
     # without pulling in the rest of chatrelay.
     names = _modules()["completions/chunks.py"]
     assert {n.split(".")[0] for n in names} <= sys.stdlib_module_names
+
+
+def test_only_the_lifespan_starts_the_mock_upstream() -> None:
+    # The mock upstream is an HTTP server of its own (it stands in for OpenAI), not a part
+    # of chatrelay: only web/app.py's lifespan starts it, and the real client never uses it.
+    outside = {
+        m for m in _importers("chatrelay.mock_upstream") if not m.startswith("mock_upstream/")
+    }
+    assert outside == {"web/app.py"}
+    assert not {m for m in _importers("chatrelay.mock_upstream") if m.startswith("upstream/")}
+
+
+def test_the_mock_upstream_uses_only_the_frame_encoder_and_the_embedded_server() -> None:
+    allowed = ("chatrelay.mock_upstream", "chatrelay.sse.framing", "chatrelay.embedded_server")
+    for module, names in _modules().items():
+        if module.startswith("mock_upstream/"):
+            ours = {n for n in names if n == "chatrelay" or n.startswith("chatrelay.")}
+            assert all(n.startswith(allowed) for n in ours), (module, ours)

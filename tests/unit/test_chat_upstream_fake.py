@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from chatrelay.errors import UpstreamError, UpstreamTruncated
-from chatrelay.upstream.openai import ChunkDelta
+from chatrelay.upstream.assembler import ChunkDelta
 from tests.fakes.chat_upstream import DEFAULT_USAGE, Finish, Gate, Piece, ScriptedUpstream, script
 
 

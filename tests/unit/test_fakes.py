@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chatrelay.upstream.mock import MOCK_MODELS, MockUpstreamServer, mock_answer
+from chatrelay.mock_upstream import MOCK_MODELS, MockUpstreamServer, mock_answer
 from tests.fakes.upstream import FakeUpstream, Reply
 
 PROMPT = "Please explain how server-sent events reconnect after a network drop"

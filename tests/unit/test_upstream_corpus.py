@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from chatrelay.errors import UpstreamError, UpstreamTruncated
 from chatrelay.sse.parser import SSEParser
-from chatrelay.upstream.openai import ChunkAssembler, ChunkDelta
+from chatrelay.upstream.assembler import ChunkAssembler, ChunkDelta
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "upstream"
 MANIFEST = CORPUS / "manifest.json"

@@ -21,7 +21,7 @@ from chatrelay.clock import now_iso
 from chatrelay.errors import ChatRelayError
 from chatrelay.generation.replay import as_started, terminal_kind
 from chatrelay.models import ErrorPayload, Message, PieceKind, Status, scrub_nul
-from chatrelay.upstream.openai import ChunkAssembler, ChunkDelta
+from chatrelay.upstream.assembler import ChunkAssembler, ChunkDelta
 
 log = logging.getLogger("chatrelay.generation")
 

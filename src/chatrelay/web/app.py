@@ -62,7 +62,7 @@ def create_app(settings: Settings) -> Starlette:
             _warn_about_defaults(settings)
             base_url = settings.openai_base_url
             if settings.use_mock_upstream:
-                from chatrelay.upstream.mock import MockUpstreamServer
+                from chatrelay.mock_upstream import MockUpstreamServer
 
                 mock = MockUpstreamServer(token_delay=settings.mock_token_delay)
                 base_url = await mock.start()

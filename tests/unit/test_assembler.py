@@ -1,4 +1,4 @@
-"""Unit tests for `chatrelay.upstream.openai.ChunkAssembler`, one behaviour per test.
+"""Unit tests for `chatrelay.upstream.assembler.ChunkAssembler`, one behaviour per test.
 
 Chunks are built as dicts and serialised, so each test states only the fields it is about;
 the byte-level shapes of real providers are covered by tests/unit/test_upstream_corpus.py.
@@ -13,7 +13,7 @@ import pytest
 
 from chatrelay.errors import UpstreamError, UpstreamProtocolError, UpstreamTruncated
 from chatrelay.sse.event import SSEEvent
-from chatrelay.upstream.openai import ChunkAssembler, ChunkDelta, ToolCall
+from chatrelay.upstream.assembler import ChunkAssembler, ChunkDelta, ToolCall
 
 
 def event(payload: Any, *, kind: str = "message") -> SSEEvent:

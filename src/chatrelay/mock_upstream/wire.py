@@ -1,0 +1,121 @@
+"""OpenAI's wire shapes as the mock writes them: error bodies, chunks, completions, usage.
+
+`Plan` is everything one request will produce, decided before the first byte goes out, so a
+script only chooses *when* to write which frame. Frames come from `chatrelay.sse.framing`,
+the same encoder chatrelay's own streams use (compact JSON, UTF-8 unescaped, LF line ends).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.responses import JSONResponse, Response
+
+from chatrelay.mock_upstream.answers import MockMode
+from chatrelay.sse.framing import data_frame, json_text
+
+DONE_FRAME = data_frame("[DONE]").encode()
+
+
+def error_body(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def error_response(
+    status: int,
+    message: str,
+    type_: str,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    return JSONResponse(error_body(message, type_, code), status_code=status, headers=headers)
+
+
+def sse_frame(payload: Any) -> bytes:
+    """One `data:` frame holding `payload` as JSON."""
+    return data_frame(payload).encode()
+
+
+def json_body(payload: Any) -> bytes:
+    """`payload` as the compact JSON bytes of a non-streamed answer."""
+    return json_text(payload).encode()
+
+
+@dataclass
+class Plan:
+    """Everything one request will produce, decided before the first byte is sent."""
+
+    mode: MockMode
+    model: str
+    tokens: list[str]
+    delay: float
+    prompt_words: int
+    include_usage: bool
+    id: str = field(default_factory=lambda: f"chatcmpl-mock{uuid.uuid4().hex[:24]}")
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def text(self) -> str:
+        return "".join(self.tokens)
+
+    @property
+    def finish_reason(self) -> str:
+        return "length" if self.mode == MockMode.LENGTH else "stop"
+
+    def usage(self) -> dict[str, int]:
+        completion = len(self.text.split())
+        return {
+            "prompt_tokens": self.prompt_words,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_words + completion,
+        }
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+        if self.include_usage:
+            body["usage"] = None
+        return sse_frame(body)
+
+    def usage_chunk(self) -> bytes:
+        return sse_frame(
+            {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "system_fingerprint": None,
+                "choices": [],
+                "usage": self.usage(),
+            }
+        )
+
+    def completion(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": self.text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": self.finish_reason,
+                }
+            ],
+            "usage": self.usage(),
+        }
