@@ -104,8 +104,13 @@ def test_only_the_lifespan_starts_the_mock_upstream() -> None:
     assert not {m for m in _importers("chatrelay.mock_upstream") if m.startswith("upstream/")}
 
 
-def test_the_mock_upstream_uses_only_the_frame_encoder_and_the_embedded_server() -> None:
-    allowed = ("chatrelay.mock_upstream", "chatrelay.sse.framing", "chatrelay.embedded_server")
+def test_the_mock_upstream_uses_only_the_encoders_and_the_embedded_server() -> None:
+    allowed = (
+        "chatrelay.mock_upstream",
+        "chatrelay.sse.framing",
+        "chatrelay.embedded_server",
+        "chatrelay.completions.chunks",
+    )
     for module, names in _modules().items():
         if module.startswith("mock_upstream/"):
             ours = {n for n in names if n == "chatrelay" or n.startswith("chatrelay.")}

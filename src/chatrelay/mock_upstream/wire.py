@@ -1,7 +1,9 @@
 """OpenAI's wire shapes as the mock writes them: error bodies, chunks, completions, usage.
 
 `Plan` is everything one request will produce, decided before the first byte goes out, so a
-script only chooses *when* to write which frame. Frames come from `chatrelay.sse.framing`,
+script only chooses *when* to write which frame. Objects come from `chatrelay.completions.chunks`
+(the one builder of OpenAI chunks, shared with the relay's own renderer), frames from
+`chatrelay.sse.framing`,
 the same encoder chatrelay's own streams use (compact JSON, UTF-8 unescaped, LF line ends).
 """
 
@@ -15,6 +17,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
+from chatrelay.completions import chunks as build
 from chatrelay.mock_upstream.answers import MockMode
 from chatrelay.sse.framing import data_frame, json_text
 
@@ -75,47 +78,34 @@ class Plan:
         }
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        body: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": None,
-            "choices": [
-                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-            ],
-        }
-        if self.include_usage:
-            body["usage"] = None
-        return sse_frame(body)
+        return sse_frame(
+            build.chunk(
+                self.id,
+                self.created,
+                self.model,
+                delta,
+                finish_reason,
+                include_usage_field=self.include_usage,
+                system_fingerprint=None,
+            )
+        )
 
     def usage_chunk(self) -> bytes:
         return sse_frame(
-            {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "system_fingerprint": None,
-                "choices": [],
-                "usage": self.usage(),
-            }
+            build.usage_chunk(
+                self.id, self.created, self.model, self.usage(), system_fingerprint=None
+            )
         )
 
     def completion(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": None,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": self.text, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": self.finish_reason,
-                }
-            ],
-            "usage": self.usage(),
-        }
+        return dict(
+            build.completion(
+                self.id,
+                self.created,
+                self.model,
+                {"role": "assistant", "content": self.text, "refusal": None},
+                self.finish_reason,
+                usage=self.usage(),
+                system_fingerprint=None,
+            )
+        )
