@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from chatrelay.completions import chunks as build
+import chatrelay.completions.chunks as build
 from chatrelay.mock_upstream.answers import MockMode
 from chatrelay.sse.framing import data_frame, json_text
 
