@@ -35,6 +35,17 @@ def test_retry_frame_sets_the_reconnection_delay() -> None:
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
-def test_non_finite_numbers_are_refused(value: float) -> None:
-    with pytest.raises(ValueError):
-        json_text({"x": value})
+def test_non_finite_numbers_go_as_null(value: float) -> None:
+    assert json_text({"x": value, "y": [value]}) == '{"x":null,"y":[null]}'
+
+
+def test_integers_beyond_64_bits_still_encode() -> None:
+    assert json_text({"n": 2**70}) == '{"n":1180591620717411303424}'
+
+
+def test_same_bytes_as_the_standard_library_for_ordinary_payloads() -> None:
+    import json
+
+    payload = {"a": 'é\n"', "b": [1, 2.5, None, True], "c": {"d": 1e16, "e": 0.1}}
+    expected = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    assert json_text(payload) == expected

@@ -1,20 +1,22 @@
 """SSE output: the one encoder of frames chatrelay (and its mock upstream) writes.
 
 Frames use LF line ends and compact JSON without ASCII escaping; JSON escapes newlines,
-so a payload always fits on one `data:` line. The parser in `parser.py` reads them back.
+so a payload always fits on one `data:` line. A NaN or infinity (not JSON) goes as `null`.
+The parser in `parser.py` reads them back.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from chatrelay.json_values import dumps_fast
 
 PING_FRAME = b": ping\n\n"
 
 
 def json_text(payload: Any) -> str:
-    """Compact JSON as chatrelay sends it; refuses NaN and infinities (not JSON)."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    """Compact JSON as chatrelay sends it."""
+    return dumps_fast(payload)
 
 
 def data_frame(payload: Any) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatrelay.errors import UpstreamError, UpstreamProtocolError, UpstreamTruncated
-from chatrelay.json_values import loads_lenient
+from chatrelay.json_values import loads_upstream
 from chatrelay.sse.event import SSEEvent
 
 __all__ = ["ChunkAssembler", "ChunkDelta", "ToolCall"]
@@ -213,7 +213,7 @@ class ChunkAssembler:
     @staticmethod
     def _decode(data: str) -> dict[str, Any]:
         try:
-            chunk: Any = loads_lenient(data)  # a NaN in logprobs must not fail the answer
+            chunk: Any = loads_upstream(data)  # a NaN in logprobs must not fail the answer
         except (ValueError, RecursionError):
             raise UpstreamProtocolError(
                 f"upstream sent data that is not JSON: {_snippet(data)}"

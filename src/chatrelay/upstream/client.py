@@ -25,19 +25,20 @@ import logging
 import random
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from chatrelay.errors import UpstreamError, UpstreamProtocolError
-from chatrelay.json_values import loads_lenient
+from chatrelay.json_values import loads_upstream
 from chatrelay.sse.event import SSEEvent
 from chatrelay.sse.parser import SSEParser
 from chatrelay.upstream.assembler import ChunkAssembler, ChunkDelta
 from chatrelay.upstream.http_errors import Call, http_error, not_an_event_stream, transport_error
 from chatrelay.upstream.redact import scrub
 from chatrelay.upstream.timeouts import Phase, timeout_error
+from chatrelay.upstream.watchdog import Watchdog
 
 log = logging.getLogger("chatrelay.upstream")
 
@@ -102,45 +103,6 @@ async def _read_limited(response: httpx.Response, into: bytearray, limit: int) -
 
 
 # -- the stream ---------------------------------------------------------------------------
-
-
-@dataclass
-class _Watchdog:
-    """One asyncio timer per attempt, re-armed as the attempt moves from phase to phase.
-
-    `phase` is the phase whose limit was armed last (`seconds`); `kind` is the limit the
-    timer stands for now (that phase's, or the total deadline when it comes first), so a
-    timeout is named without comparing clocks after the fact.
-    """
-
-    timer: asyncio.Timeout
-    deadline: float | None  # loop time; None = no total limit
-    phase: Phase = Phase.CONNECT
-    seconds: float = 0.0
-    kind: Phase = Phase.CONNECT
-    error_response: httpx.Response | None = None
-    error_body: bytearray = field(default_factory=bytearray)
-
-    def arm(self, phase: Phase, seconds: float) -> None:
-        """Enforce `seconds` from now for `phase`, or the total deadline when that is nearer."""
-        self.phase, self.seconds = phase, seconds
-        now = asyncio.get_running_loop().time()
-        when = now + seconds if seconds > 0 else None
-        if self.deadline is not None and (when is None or when >= self.deadline):
-            self.timer.reschedule(self.deadline)
-            self.kind = Phase.TOTAL
-        else:
-            self.timer.reschedule(when)
-            self.kind = phase
-
-    def pause(self) -> None:
-        """No timer while a delta is with the caller: firing would cancel the caller's awaits."""
-        self.timer.reschedule(None)
-
-    def resume(self) -> None:
-        """The phase limit starts again (the caller's time is not the upstream's silence);
-        the total deadline stays put, and fires at once if it passed meanwhile."""
-        self.arm(self.phase, self.seconds)
 
 
 class UpstreamStream:
@@ -216,9 +178,10 @@ class UpstreamStream:
         parser = SSEParser(max_line_bytes=cfg.max_event_bytes)
         assembler = self.assembler
         response: httpx.Response | None = None
+        scope = asyncio.timeout(None)
+        watchdog = Watchdog(scope, deadline)
         try:
-            async with asyncio.timeout(None) as timer:
-                watchdog = _Watchdog(timer, deadline)
+            async with scope:
                 watchdog.arm(Phase.CONNECT, cfg.connect_timeout)
 
                 async def trace(name: str, info: dict[str, Any]) -> None:
@@ -283,6 +246,7 @@ class UpstreamStream:
                 return
             raise error from None
         finally:
+            watchdog.close()
             if response is not None:
                 await response.aclose()
 
@@ -296,7 +260,7 @@ class UpstreamStream:
         body = await _read_limited(response, bytearray(), _MAX_JSON_BODY)
         text = body.decode("utf-8", "replace")
         try:
-            payload: Any = loads_lenient(text)
+            payload: Any = loads_upstream(text)
         except (ValueError, RecursionError):
             payload = None
         if isinstance(payload, dict) and payload.get("error"):
@@ -310,7 +274,7 @@ class UpstreamStream:
         assembler.finish()
         return [] if delta is None else [delta]
 
-    def _timeout_error(self, watchdog: _Watchdog) -> UpstreamError:
+    def _timeout_error(self, watchdog: Watchdog) -> UpstreamError:
         cfg = self._client.config
         if watchdog.error_response is not None:
             # The status line came, its body did not: report the status, not a timeout.
