@@ -59,6 +59,7 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]  # lower-cased names
     body: Any  # parsed JSON body (or raw text if not JSON)
+    client: tuple[str, int] | None = None  # the peer address: which connection carried it
 
 
 class _Stop(Exception):
@@ -266,7 +267,10 @@ class FakeUpstream:
             body = raw.decode("utf-8", "replace")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         with self._cond:
-            self._requests.append(RecordedRequest(method, path, headers, body))
+            peer = scope.get("client")
+            self._requests.append(
+                RecordedRequest(method, path, headers, body, tuple(peer) if peer else None)
+            )
             reply = self._queue.popleft() if self._queue else self._default
             self._cond.notify_all()
 

@@ -19,11 +19,12 @@ Policy (docs/upstream.md has the full table of codes and settings):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,8 @@ _MAX_JSON_BODY = 4 * 1024 * 1024  # bytes of a 2xx JSON body (a non-streamed com
 _BACKOFF_BASE = 0.25
 _BACKOFF_CAP = 8.0
 _WRITE_TIMEOUT = 30.0
+_DRAIN_SECONDS = 0.5  # how long the end of a body after `[DONE]` may take to arrive
+_DRAIN_MAX_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,22 @@ async def _read_limited(response: httpx.Response, into: bytearray, limit: int) -
         if len(into) >= limit:
             break
     return bytes(into[:limit])
+
+
+async def _drain_for_reuse(body: AsyncIterator[bytes]) -> None:
+    """Read what follows `[DONE]` (the end of the chunked body), briefly and boundedly.
+
+    A response closed before its body ends cannot go back to the pool, so without this
+    every stream would pay a new TCP (and TLS) connection to the upstream. An upstream
+    that keeps sending, or holds the body open, loses its connection instead.
+    """
+    drained = 0
+    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            async for chunk in body:
+                drained += len(chunk)
+                if drained > _DRAIN_MAX_BYTES:
+                    return
 
 
 # -- the stream ---------------------------------------------------------------------------
@@ -216,7 +235,8 @@ class UpstreamStream:
                 if "html" in content_type:
                     body = await _read_limited(response, bytearray(), _MAX_ERROR_BODY)
                     raise not_an_event_stream(body, content_type, secret)
-                async for chunk in response.aiter_bytes():
+                chunks = response.aiter_bytes()
+                async for chunk in chunks:
                     watchdog.arm(Phase.IDLE, cfg.idle_timeout)
                     for event in parser.feed(chunk):
                         delta = assembler.feed(event)
@@ -227,6 +247,7 @@ class UpstreamStream:
                             yield delta
                             watchdog.resume()
                     if assembler.done:
+                        await _drain_for_reuse(chunks)
                         break
                 for event in parser.close():
                     delta = assembler.feed(event)
@@ -298,10 +319,13 @@ class UpstreamClient:
         headers = {"User-Agent": "chatrelay"}
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
+        # One TLS context for every shard: building one loads the CA bundle (~20 ms each).
+        tls = httpx.create_ssl_context(trust_env=False)
         self._shards = [
             httpx.AsyncClient(
                 base_url=config.base_url.rstrip("/") + "/",
                 headers=headers,
+                verify=tls,
                 timeout=httpx.Timeout(
                     connect=config.connect_timeout or None,
                     read=None,
