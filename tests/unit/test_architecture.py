@@ -115,3 +115,7 @@ def test_the_mock_upstream_uses_only_the_encoders_and_the_embedded_server() -> N
         if module.startswith("mock_upstream/"):
             ours = {n for n in names if n == "chatrelay" or n.startswith("chatrelay.")}
             assert all(n.startswith(allowed) for n in ours), (module, ours)
+
+
+def test_aiohttp_only_as_the_upstream_transport() -> None:
+    assert _importers("aiohttp") | _importers("httpx_aiohttp") == {"upstream/transport.py"}

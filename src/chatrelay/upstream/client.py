@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
 import random
@@ -34,11 +33,12 @@ import httpx
 from chatrelay.errors import UpstreamError, UpstreamProtocolError
 from chatrelay.json_values import loads_upstream
 from chatrelay.sse.event import SSEEvent
-from chatrelay.sse.parser import SSEParser
+from chatrelay.sse.parser import SSEEventTooLarge, SSEParser
 from chatrelay.upstream.assembler import ChunkAssembler, ChunkDelta
 from chatrelay.upstream.http_errors import Call, http_error, not_an_event_stream, transport_error
 from chatrelay.upstream.redact import scrub
 from chatrelay.upstream.timeouts import Phase, timeout_error
+from chatrelay.upstream.transport import UpstreamTransport
 from chatrelay.upstream.watchdog import Watchdog
 
 log = logging.getLogger("chatrelay.upstream")
@@ -236,9 +236,16 @@ class UpstreamStream:
                     body = await _read_limited(response, bytearray(), _MAX_ERROR_BODY)
                     raise not_an_event_stream(body, content_type, secret)
                 chunks = response.aiter_bytes()
+                failure: SSEEventTooLarge | None = None
                 async for chunk in chunks:
                     watchdog.arm(Phase.IDLE, cfg.idle_timeout)
-                    for event in parser.feed(chunk):
+                    try:
+                        events = parser.feed(chunk)
+                    except SSEEventTooLarge as too_large:
+                        # The events completed before the oversized line still count
+                        # (a chunk may hold both), then the stream fails.
+                        events, failure = list(too_large.events), too_large
+                    for event in events:
                         delta = assembler.feed(event)
                         if delta is not None:
                             # The timer cancels this task when it fires, so it must not run
@@ -246,6 +253,8 @@ class UpstreamStream:
                             watchdog.pause()
                             yield delta
                             watchdog.resume()
+                    if failure is not None:
+                        raise failure
                     if assembler.done:
                         await _drain_for_reuse(chunks)
                         break
@@ -303,52 +312,39 @@ class UpstreamStream:
         return timeout_error(watchdog.kind, cfg.limits[watchdog.kind])
 
 
-_POOL_SHARDS = 8
-
-
 class UpstreamClient:
-    """Pooled HTTP clients for one OpenAI-compatible base URL.
+    """The pooled HTTP client for one OpenAI-compatible base URL.
 
-    Streams are spread round-robin over a few httpx clients: httpcore scans every
-    connection of its pool each time a request starts or ends, which at thousands of
-    concurrent streams costs more than the streaming itself (encode/httpcore#1035).
+    httpx is the API; the transport under it is aiohttp's (`transport.UpstreamTransport`),
+    whose pool takes and returns a connection in constant time at any number of
+    concurrent streams (httpcore scans its whole pool per request start and end,
+    encode/httpcore#1035) and whose HTTP parser is C rather than h11's pure Python.
     """
 
-    def __init__(self, config: UpstreamConfig, *, shards: int = _POOL_SHARDS) -> None:
+    def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
         headers = {"User-Agent": "chatrelay"}
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
-        # One TLS context for every shard: building one loads the CA bundle (~20 ms each).
-        tls = httpx.create_ssl_context(trust_env=False)
-        self._shards = [
-            httpx.AsyncClient(
-                base_url=config.base_url.rstrip("/") + "/",
-                headers=headers,
-                verify=tls,
-                timeout=httpx.Timeout(
-                    connect=config.connect_timeout or None,
-                    read=None,
-                    write=_WRITE_TIMEOUT,
-                    pool=None,
-                ),
-                limits=httpx.Limits(
-                    max_connections=None, max_keepalive_connections=max(8, 200 // shards)
-                ),
-                trust_env=False,
-            )
-            for _ in range(max(1, shards))
-        ]
-        self._next = itertools.cycle(self._shards)
+        self._http = httpx.AsyncClient(
+            base_url=config.base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=httpx.Timeout(
+                connect=config.connect_timeout or None,
+                read=None,
+                write=_WRITE_TIMEOUT,
+                pool=None,
+            ),
+            transport=UpstreamTransport(httpx.create_ssl_context(trust_env=False)),
+            trust_env=False,
+        )
 
     @property
     def http(self) -> httpx.AsyncClient:
-        """The next client in turn; take it once per request."""
-        return next(self._next)
+        return self._http
 
     async def aclose(self) -> None:
-        for client in self._shards:
-            await client.aclose()
+        await self._http.aclose()
 
     def chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
         """The request body as sent: streaming on, usage asked for unless turned off."""

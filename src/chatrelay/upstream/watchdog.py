@@ -41,7 +41,9 @@ class Watchdog:
     _fired: bool = False
 
     def arm(self, phase: Phase, seconds: float) -> None:
-        """Enforce `seconds` from now for `phase`, or the total deadline when that is nearer."""
+        """Enforce `seconds` from now for `phase`, or the total deadline when that is nearer.
+
+        Raises TimeoutError at once when the total deadline has already passed."""
         self.phase, self.seconds = phase, seconds
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -54,8 +56,11 @@ class Watchdog:
         if when is None:
             return
         if when <= now:
-            self._fire(now)  # the total deadline passed while paused
-        elif self._wakeup is None or self._wakeup_at > when:
+            # The total deadline passed while paused. Raised here rather than by cancelling
+            # the task: a read of bytes already buffered would not wait, so a cancel would
+            # arrive only after the next delta, and pausing for it would withdraw it.
+            raise TimeoutError
+        if self._wakeup is None or self._wakeup_at > when:
             self._sleep_until(loop, when)
 
     def pause(self) -> None:

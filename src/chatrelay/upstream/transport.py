@@ -1,0 +1,121 @@
+"""httpx's API over aiohttp's connection pool and C HTTP parser, for the upstream streams.
+
+httpcore parses HTTP/1.1 in pure Python (h11): profiled under load it was a third of the
+relay's CPU, more than everything chatrelay itself does per event. `httpx-aiohttp` (the
+transport the OpenAI Python SDK offers for high concurrency) keeps httpx as the API and
+lets aiohttp read the bytes. Two things are ours on top of it:
+
+- failures keep the httpx exception classes httpcore would have raised for the same
+  event (a connection refused is `ConnectError`, a body cut short is `RemoteProtocolError`
+  or `ReadError`, …), so `http_errors` maps them to the same codes as before; the library's
+  own mapping is coarser (it calls every lost connection a connect timeout);
+- the `trace` request extension: httpcore reports when the request headers go out, which
+  is where the connect limit ends and the first-byte limit begins. aiohttp has the same
+  moment as a `TraceConfig` signal; a context variable carries the request's callback to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import httpx
+from httpx_aiohttp import AiohttpTransport
+
+Trace = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+_TRACE: contextvars.ContextVar[Trace | None] = contextvars.ContextVar(
+    "chatrelay_upstream_trace", default=None
+)
+
+# aiohttp's failures as the httpx exception httpcore raises for the same event; the first
+# matching row wins, so subclasses come first.
+_FAILURES: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
+    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+    (aiohttp.ClientProxyConnectionError, httpx.ProxyError),
+    (aiohttp.ClientConnectorError, httpx.ConnectError),  # refused, DNS, TLS verification
+    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+    (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),  # body ended before its end
+    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # bytes that are not HTTP
+    (aiohttp.SocketTimeoutError, httpx.ReadTimeout),
+    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
+    (aiohttp.ClientOSError, httpx.ReadError),  # reset by peer, broken pipe
+    (aiohttp.ClientConnectionError, httpx.ReadError),
+    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+    (aiohttp.ClientError, httpx.TransportError),
+)
+
+
+def _as_httpx(exc: BaseException) -> httpx.TransportError | None:
+    """The httpx error for an aiohttp failure (possibly already wrapped by the library)."""
+    cause = exc.__cause__ if isinstance(exc, httpx.HTTPError) else exc
+    for aiohttp_type, httpx_type in _FAILURES:
+        if isinstance(cause, aiohttp_type):
+            return httpx_type(f"{type(cause).__name__}: {cause}")
+    return None
+
+
+async def _headers_sent(
+    _session: aiohttp.ClientSession, _ctx: SimpleNamespace, _params: object
+) -> None:
+    trace = _TRACE.get()
+    if trace is not None:
+        await trace("http11.send_request_headers.started", {})
+
+
+class _Body(httpx.AsyncByteStream):
+    """The response body, with aiohttp's failures mid-stream mapped like the request's."""
+
+    def __init__(self, inner: httpx.AsyncByteStream) -> None:
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except (httpx.HTTPError, aiohttp.ClientError) as exc:
+            mapped = _as_httpx(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(httpx.HTTPError, aiohttp.ClientError):
+            await self._inner.aclose()  # a connection that already broke has nothing to close
+
+
+class UpstreamTransport(AiohttpTransport):
+    """One aiohttp session (no limit on connections) behind httpx's transport interface."""
+
+    def __init__(self, tls: ssl.SSLContext, *, keepalive_expiry: float = 60.0) -> None:
+        tracing = aiohttp.TraceConfig()
+        tracing.on_request_headers_sent.append(_headers_sent)
+
+        def session() -> aiohttp.ClientSession:
+            # Made on first use: a session belongs to the running event loop.
+            connector = aiohttp.TCPConnector(limit=0, ssl=tls, keepalive_timeout=keepalive_expiry)
+            return aiohttp.ClientSession(
+                connector=connector, trace_configs=[tracing], auto_decompress=False
+            )
+
+        super().__init__(verify=tls, trust_env=False, client=session)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        token = _TRACE.set(request.extensions.get("trace"))
+        try:
+            response = await super().handle_async_request(request)
+        except (httpx.HTTPError, aiohttp.ClientError) as exc:
+            mapped = _as_httpx(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        finally:
+            _TRACE.reset(token)
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _Body(response.stream)
+        return response
