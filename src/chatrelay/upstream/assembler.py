@@ -147,9 +147,11 @@ class ChunkAssembler:
 
     def __init__(self) -> None:
         self.done = False
-        self.content = ""
-        self.reasoning = ""
-        self.refusal = ""
+        # Pieces, joined on demand: `+=` on an attribute copies the whole text every time,
+        # which made a long answer quadratic.
+        self._content: list[str] = []
+        self._reasoning: list[str] = []
+        self._refusal: list[str] = []
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
         self.model: str | None = None
@@ -160,6 +162,18 @@ class ChunkAssembler:
         # Which of our calls an upstream `index` currently designates; see `_tool_call_slot`.
         self._slot_by_upstream_index: dict[int, ToolCall] = {}
         self._last_call: ToolCall | None = None
+
+    @property
+    def content(self) -> str:
+        return "".join(self._content)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self._reasoning)
+
+    @property
+    def refusal(self) -> str:
+        return "".join(self._refusal)
 
     @property
     def tool_calls(self) -> list[ToolCall]:
@@ -280,9 +294,12 @@ class ChunkAssembler:
         delta.content = _opt_str(body.get("content"), "delta.content")
         delta.refusal = _opt_str(body.get("refusal"), "delta.refusal")
         delta.reasoning = self._reasoning_of(body)
-        self.content += delta.content
-        self.refusal += delta.refusal
-        self.reasoning += delta.reasoning
+        if delta.content:
+            self._content.append(delta.content)
+        if delta.refusal:
+            self._refusal.append(delta.refusal)
+        if delta.reasoning:
+            self._reasoning.append(delta.reasoning)
         if self._apply_tool_calls(body.get("tool_calls")):
             delta.tool_calls = True
         if self._apply_function_call(body.get("function_call")):
