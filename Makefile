@@ -39,8 +39,11 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 bench: $(STAMP)
-	$(BIN)/python bench/parser_throughput.py
-	$(BIN)/python bench/run_bench.py --bench $(BENCH) $(BENCH_ARGS)
+	@mkdir -p bench-results
+	$(BIN)/python bench/parser_throughput.py | tee bench-results/parser-micro.txt
+	$(BIN)/python bench/core_micro.py | tee bench-results/core-micro.txt
+	$(BIN)/python bench/run_bench.py --bench $(BENCH) --doc docs/benchmarks.md \
+		--micro bench-results/parser-micro.txt --micro bench-results/core-micro.txt $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

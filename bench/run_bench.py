@@ -40,7 +40,7 @@ DEFAULT_RESULTS = REPO / "bench-results"
 KNOWN_PEERS = ("direct", "nginx", "naive", "litellm", "project", "project-native")
 PROJECT_PEERS = ("project-native", "project")
 KNOWN_SCENARIOS = ("latency", "throughput", "concurrency", "concurrency5k")
-DEFAULT_PEERS = "project-native,nginx,naive"
+DEFAULT_PEERS = "project-native,project,nginx,naive"
 DEFAULT_SCENARIOS = "latency,throughput,concurrency"
 APT_CMD = "apt-get update && apt-get install -y golang-go nginx-light"
 # The harness's default ports (run.py reads BENCH_UPSTREAM_PORT / BENCH_RELAY_PORT).
@@ -412,6 +412,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--full-caps", action="store_true", help="the scenarios' own caps, not compare's"
     )
     ap.add_argument(
+        "--doc",
+        type=Path,
+        metavar="FILE",
+        help="write the results as a page (the harness table, the machine, the date, the "
+        "command, and any --micro outputs), e.g. docs/benchmarks.md",
+    )
+    ap.add_argument(
+        "--micro",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a micro-benchmark's saved output to include in --doc (repeatable)",
+    )
+    ap.add_argument(
         "--strict",
         action="store_true",
         help="exit 3 when chatrelay failed streams, mismatched content or a run broke",
@@ -420,6 +435,71 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.reps < 1:
         ap.error("--reps must be >= 1")
     return args
+
+
+def _machine() -> str:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = []
+    for name in ("uvicorn", "starlette", "sse-starlette", "httpx", "aiohttp", "orjson"):
+        try:
+            from importlib.metadata import version
+
+            versions.append(f"{name} {version(name)}")
+        except Exception:
+            continue
+    return (
+        f"{platform.system()} {platform.release()}, {os.cpu_count()} cores"
+        + (f" ({cpu})" if cpu else "")
+        + f", Python {platform.python_version()}; "
+        + ", ".join(versions)
+    )
+
+
+def write_doc(
+    path: Path,
+    table: Path,
+    summ: dict[str, Any],
+    args: argparse.Namespace,
+    argv: list[str] | None,
+) -> None:
+    """The page `make bench` keeps in docs/: the table of medians and ratios, and how it
+    was made, so a reader can tell what was measured and repeat it."""
+    given = argv if argv is not None else sys.argv[1:]
+    command = "bench/run_bench.py " + shlex.join(given)
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} on {_machine()}.",
+        f"Command: `{command}` (what `make bench` runs, after the micro-benchmarks below; "
+        f"{args.reps} interleaved rep(s); peers "
+        f"{', '.join(args.peers)}, scenarios {', '.join(args.scenarios)}). The harness is "
+        "`../shared/bench` (its README says what each scenario does); relay pinned to one "
+        "core, SQLite with checkpoints on. `project` is chatrelay's `/v1/chat/completions`, "
+        "`project-native` its own endpoint. Only ratios measured side by side in one run "
+        "mean anything on this machine.",
+        "",
+        "## End to end",
+        "",
+        table.read_text(encoding="utf-8").rstrip(),
+        "",
+        "## Summary",
+        "",
+        "```",
+        *summary_lines(summ),
+        "```",
+    ]
+    for micro in args.micro:
+        if micro.exists():
+            lines += ["", f"## {micro.stem}", "", "```", micro.read_text().rstrip(), "```"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -477,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     print()
     print(f"runs: {jsonl}\nsummary: {summary}\ntable: {table}\nlogs: {args.results_dir / 'logs'}")
+    if args.doc is not None:
+        write_doc(args.doc, table, summ, args, argv)
+        print(f"page: {args.doc}")
     if project_failed(summ):
         say("chatrelay failed streams or runs: see the error classes above and the relay logs")
         if args.strict:
