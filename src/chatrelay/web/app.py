@@ -23,7 +23,7 @@ from chatrelay.web.auth import Authenticator
 from chatrelay.web.context import AppContext
 from chatrelay.web.cors import cors_middleware
 from chatrelay.web.errors import EXCEPTION_HANDLERS
-from chatrelay.web.routes import conversations, health, messages, openai
+from chatrelay.web.routes import conversations, health, messages, openai, page
 
 log = logging.getLogger("chatrelay")
 
@@ -112,6 +112,7 @@ def create_app(settings: Settings) -> Starlette:
         *conversations.routes,
         *messages.routes,
         *openai.routes,
+        *page.routes,
     ]
     return Starlette(
         routes=routes,
