@@ -60,7 +60,11 @@ function showNotice(text) {
 
 function reportError(error) {
   if (error instanceof ApiError && error.status === 401) {
-    askForKey("This service needs a client key, or the one saved here was refused.");
+    askForKey(
+      clientKey()
+        ? `The client key was refused: ${error.message}.`
+        : "This service needs a client key (CHATRELAY_API_KEYS).",
+    );
     return;
   }
   showNotice(error instanceof ApiError ? `${error.message} (${error.code})` : String(error));
