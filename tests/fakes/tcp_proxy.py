@@ -27,7 +27,8 @@ class DroppingProxy:
         self._sock.listen(64)
         self.port: int = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.accepted = 0  # connections accepted and forwarded, over the proxy's life
+        self.attempts = 0  # connections that reached the proxy, refused ones included
+        self.accepted = 0  # connections forwarded to the service
         self.refusing = False
         self._transports: set[asyncio.WriteTransport] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -72,6 +73,7 @@ class DroppingProxy:
             loop.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.attempts += 1
         if self.refusing:
             writer.transport.abort()
             return
