@@ -9,7 +9,7 @@ PORT ?= 8000
 BENCH ?= ../shared/bench
 BENCH_ARGS ?=
 
-.PHONY: install run test lint format typecheck bench check clean
+.PHONY: install run test lint format typecheck bench check clean screenshot
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ check: lint typecheck test
 bench: $(STAMP)
 	$(BIN)/python bench/parser_throughput.py
 	$(BIN)/python bench/run_bench.py --bench $(BENCH) $(BENCH_ARGS)
+
+# docs/screenshot-page.png: the chat page mid-stream (needs /usr/bin/chromium).
+screenshot: $(STAMP)
+	$(BIN)/python -m tests.e2e.screenshot docs/screenshot-page.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

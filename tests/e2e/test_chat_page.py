@@ -167,3 +167,21 @@ def test_model_output_is_rendered_as_text_never_run(relay: Relay, page: Page) ->
     assert page.evaluate("window.__pwned") is None
     assert page.locator("body").is_visible()
     assert not [url for url in requests if "x.png" in url]
+
+
+def test_usable_on_a_phone_sized_screen(relay: Relay, page: Page) -> None:
+    page.set_viewport_size({"width": 390, "height": 800})
+    relay.upstream.enqueue(Reply(tokens=["A long unbroken ", "x" * 200, " and `code` too"]))
+    open_chat(page, relay.url)
+    send(page, "small screen")
+    expect(assistant(page)).to_have_attribute("data-status", "completed")
+    width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], f"the page scrolls sideways: {width}"
+    send_button = page.get_by_role("button", name="Send").bounding_box()
+    assert send_button is not None and send_button["x"] + send_button["width"] <= 390
+    # By keyboard: Tab leaves the message box for Send, Shift+Tab comes back.
+    page.get_by_label("Message", exact=True).focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "send"
+    page.keyboard.press("Shift+Tab")
+    assert page.evaluate("document.activeElement.id") == "composer-input"
