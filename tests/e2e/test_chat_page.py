@@ -74,7 +74,11 @@ def test_stop_cancels_and_keeps_the_partial_text(relay: Relay, page: Page) -> No
     send(page, "a long answer please")
     answer = assistant(page)
     expect(answer.locator(".content")).to_contain_text("w3")
-    answer.get_by_role("button", name="Stop").click()
+    # By keyboard: focus stays on Stop while the text grows around it, Enter presses it.
+    answer.get_by_role("button", name="Stop").focus()
+    page.wait_for_timeout(400)
+    assert page.evaluate("document.activeElement.textContent") == "Stop"
+    page.keyboard.press("Enter")
     expect(answer).to_have_attribute("data-status", "cancelled")
     expect(answer.locator(".status")).to_have_text("cancelled")
     mid = answer.get_attribute("data-id")

@@ -117,7 +117,18 @@ async function openConversation(id, then = null) {
     renderMessages();
     return;
   }
-  const conversation = await api("GET", `/v1/conversations/${id}`);
+  let conversation;
+  try {
+    conversation = await api("GET", `/v1/conversations/${id}`);
+  } catch (error) {
+    if (conversationId === id) {
+      conversationId = null; // not one to post to: the next message starts a new one
+      messages = [];
+      renderMessages();
+      if (error.status === 404) history.replaceState(null, "", location.pathname);
+    }
+    throw error;
+  }
   if (conversationId !== id) return;
   ui.title.textContent = conversation.title || "Untitled conversation";
   messages = conversation.messages.filter((m) => !m.superseded_by);
@@ -174,7 +185,13 @@ function paint(view) {
   const error = message.error;
   view.error.hidden = !error;
   view.error.textContent = error ? `${error.message} (${error.code})` : "";
-  view.actions.replaceChildren(...actionsFor(message));
+  // Buttons are rebuilt only when what applies changes, never per streamed piece, so a
+  // keyboard user's focus on Stop survives the text growing around it.
+  const applies = `${message.status}:${streaming()}`;
+  if (view.actionsFor !== applies) {
+    view.actionsFor = applies;
+    view.actions.replaceChildren(...actionsFor(message));
+  }
 }
 
 function actionsFor(message) {
@@ -195,7 +212,10 @@ function schedulePaint(view) {
   requestAnimationFrame(() => {
     const pending = paintPending;
     paintPending = new Set();
+    const page = document.scrollingElement;
+    const atBottom = page.scrollHeight - page.scrollTop - page.clientHeight < 80;
     for (const item of pending) paint(item);
+    if (atBottom) page.scrollTop = page.scrollHeight; // follow the text unless scrolled up
   });
 }
 
@@ -246,7 +266,7 @@ function followMessage(message) {
         console.error("chatrelay: streamed text differs from the stored message", message.id);
       }
       replaceMessage({ ...final, error: final.error ?? error ?? null });
-      for (const other of views.values()) paint(other);
+      for (const other of views.values()) paint(other); // Edit is offered again
       loadConversationList().catch(() => {});
     },
     state(name, detail) {
@@ -294,11 +314,24 @@ async function afterTurn(posted) {
   });
 }
 
+const CANCEL_WAIT_MS = 3000;
+
 async function cancel(message) {
   try {
     const cancelled = await api("POST", `/v1/messages/${message.id}/cancel`);
-    // The stream brings its own `done`; without a stream, the answer is the news.
-    if (followedId() !== message.id) replaceMessage(cancelled);
+    // The stream brings its own `done` at once; if it does not (no stream, or a lost
+    // connection), the cancel's answer is the news.
+    const settle = () => {
+      if (followedId() === message.id) stopFollowing();
+      setConnection("");
+      replaceMessage(cancelled);
+      for (const other of views.values()) paint(other);
+    };
+    if (followedId() === message.id) {
+      setTimeout(() => followedId() === message.id && settle(), CANCEL_WAIT_MS);
+    } else {
+      settle();
+    }
   } catch (error) {
     if (!(error instanceof ApiError && error.code === "message_finished")) reportError(error);
   }
@@ -393,12 +426,11 @@ window.addEventListener("hashchange", () => {
 
 async function start() {
   try {
-    await loadConversationList();
     await openConversation(location.hash.slice(1) || null);
-    await loadConversationList();
   } catch (error) {
     reportError(error);
   }
+  loadConversationList().catch(reportError);
 }
 
 start();
