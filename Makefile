@@ -9,7 +9,7 @@ PORT ?= 8000
 BENCH ?= ../shared/bench
 BENCH_ARGS ?=
 
-.PHONY: install run test lint format typecheck bench check clean
+.PHONY: install run test lint format typecheck bench check clean screenshot
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/core_micro.py | tee bench-results/core-micro.txt
 	$(BIN)/python bench/run_bench.py --bench $(BENCH) --doc docs/benchmarks.md \
 		--micro bench-results/parser-micro.txt --micro bench-results/core-micro.txt $(BENCH_ARGS)
+
+# docs/screenshot-page.png: the chat page mid-stream (needs /usr/bin/chromium).
+screenshot: $(STAMP)
+	$(BIN)/python -m tests.e2e.screenshot docs/screenshot-page.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

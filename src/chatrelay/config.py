@@ -49,6 +49,7 @@ class Settings:
     ping_interval: float = 15.0
     mock_token_delay: float = 0.02
     data_dir_setting: str | None = None
+    cors_origins: tuple[str, ...] = ()  # empty: no CORS headers at all; ("*",): any origin
 
     @property
     def use_mock_upstream(self) -> bool:
@@ -177,6 +178,47 @@ def _api_keys(raw: str | None) -> dict[str, str]:
     return keys
 
 
+def _cors_origins(raw: str | None) -> tuple[str, ...]:
+    """`CHATRELAY_CORS_ORIGINS`: `*` alone, or origins exactly as browsers send them.
+
+    An origin is compared byte for byte with the request's `Origin`, so a path, a trailing
+    slash or a missing scheme would never match: refusing them beats a silent mismatch.
+    """
+    if raw is None or raw.strip() == "":
+        return ()
+    items = [item.strip() for item in raw.split(",") if item.strip()]
+    if items == ["*"]:
+        return ("*",)
+    origins: list[str] = []
+    for position, item in enumerate(items, start=1):
+        if item == "*":
+            raise ConfigError("CHATRELAY_CORS_ORIGINS: '*' must be the only entry")
+        parts = urlsplit(item)
+        try:
+            parts.port  # noqa: B018
+        except ValueError:
+            raise ConfigError(
+                f"CHATRELAY_CORS_ORIGINS entry {position} has an invalid port"
+            ) from None
+        if (
+            parts.scheme not in {"http", "https"}
+            or not parts.hostname
+            or parts.path
+            or parts.query
+            or parts.fragment
+            or parts.username is not None
+            or "://" not in item
+        ):
+            raise ConfigError(
+                f"CHATRELAY_CORS_ORIGINS entry {position} must look like "
+                f"scheme://host[:port] (no path, no trailing slash), got {item!r}"
+            )
+        origins.append(item.lower())
+    if not origins:
+        raise ConfigError("CHATRELAY_CORS_ORIGINS is set but names no origin")
+    return tuple(dict.fromkeys(origins))
+
+
 def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
     """Build settings from `environ` (default: the process environment plus `./.env`)."""
     if environ is None:
@@ -225,4 +267,5 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         ping_interval=_float(env, "CHATRELAY_PING_INTERVAL", 15.0, minimum=0.1),
         mock_token_delay=_float(env, "CHATRELAY_MOCK_TOKEN_DELAY", 0.02),
         data_dir_setting=env.get("CHATRELAY_DATA_DIR", "").strip() or None,
+        cors_origins=_cors_origins(env.get("CHATRELAY_CORS_ORIGINS")),
     )

@@ -32,6 +32,7 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
         ({"DATABASE_URL": "postgresql://127.0.0.1:notaport/db"}, ["serve"], "port"),
         ({"CHATRELAY_SHUTDOWN_GRACE": "later"}, ["serve"], "CHATRELAY_SHUTDOWN_GRACE"),
         ({}, ["serve", "--port", "70000"], "--port"),
+        ({"CHATRELAY_CORS_ORIGINS": "localhost:3000"}, ["serve"], "CHATRELAY_CORS_ORIGINS"),
     ],
 )
 def test_bad_configuration_is_one_line(

@@ -42,6 +42,13 @@ def test_values_are_read() -> None:
     assert settings.include_usage is False
 
 
+def test_cors_origins_are_a_list_or_star() -> None:
+    assert load_settings({}).cors_origins == ()
+    both = load_settings({"CHATRELAY_CORS_ORIGINS": "http://127.0.0.1:5173, HTTPS://App.Example"})
+    assert both.cors_origins == ("http://127.0.0.1:5173", "https://app.example")
+    assert load_settings({"CHATRELAY_CORS_ORIGINS": " * "}).cors_origins == ("*",)
+
+
 def test_secrets_stay_out_of_repr() -> None:
     settings = load_settings({"OPENAI_API_KEY": "sk-very-secret", "CHATRELAY_API_KEYS": "a:kk"})
     assert "sk-very-secret" not in repr(settings)
@@ -65,6 +72,13 @@ def test_secrets_stay_out_of_repr() -> None:
         ({"CHATRELAY_SHUTDOWN_GRACE": "1e400"}, "finite"),
         ({"CHATRELAY_API_KEYS": " , "}, "names no tenant:key"),
         ({"CHATRELAY_API_KEYS": "a:k1,b:k1"}, "repeats a key"),
+        ({"CHATRELAY_CORS_ORIGINS": "example.com"}, "scheme://host[:port]"),
+        ({"CHATRELAY_CORS_ORIGINS": "https://example.com/"}, "no trailing slash"),
+        ({"CHATRELAY_CORS_ORIGINS": "https://example.com/app"}, "CHATRELAY_CORS_ORIGINS entry 1"),
+        ({"CHATRELAY_CORS_ORIGINS": "http://a.com,ftp://b.com"}, "entry 2"),
+        ({"CHATRELAY_CORS_ORIGINS": "http://a.com:99999"}, "invalid port"),
+        ({"CHATRELAY_CORS_ORIGINS": "*,http://a.com"}, "only entry"),
+        ({"CHATRELAY_CORS_ORIGINS": " , "}, "names no origin"),
     ],
 )
 def test_bad_values_raise_config_error(env: dict[str, str], fragment: str) -> None:

@@ -21,8 +21,9 @@ from chatrelay.storage.spool import Spool
 from chatrelay.upstream.client import UpstreamClient, UpstreamConfig
 from chatrelay.web.auth import Authenticator
 from chatrelay.web.context import AppContext
+from chatrelay.web.cors import cors_middleware
 from chatrelay.web.errors import EXCEPTION_HANDLERS
-from chatrelay.web.routes import conversations, health, messages, openai
+from chatrelay.web.routes import conversations, health, messages, openai, page
 
 log = logging.getLogger("chatrelay")
 
@@ -111,9 +112,11 @@ def create_app(settings: Settings) -> Starlette:
         *conversations.routes,
         *messages.routes,
         *openai.routes,
+        *page.routes,
     ]
     return Starlette(
         routes=routes,
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=cors_middleware(settings.cors_origins),
         lifespan=lifespan,
     )
