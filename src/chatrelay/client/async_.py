@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import httpx
 
@@ -14,7 +14,7 @@ from chatrelay.client.calls import Call, ConversationPage, PostedMessage
 from chatrelay.client.errors import APIConnectionError, ChatRelayAPIError
 from chatrelay.client.events import Event
 from chatrelay.client.follow import FollowLoop
-from chatrelay.client.options import ClientOptions
+from chatrelay.client.options import ClientOptions, ClientSettings
 
 __all__ = ["AsyncClient"]
 
@@ -27,6 +27,8 @@ class AsyncClient:
     `base_url` defaults to `CHATRELAY_URL` (else http://127.0.0.1:8000), `api_key` to
     `CHATRELAY_API_KEY`. Calls answered `429` (or `503`, for reads) are retried
     `max_retries` times after `Retry-After`; `follow` reconnects by itself (see `follow`).
+    The other settings (`timeout`, `follow_read_timeout`, `max_retries`, `max_retry_wait`,
+    `max_reconnects`, `max_reconnect_delay`) and their defaults are `ClientSettings`.
     """
 
     def __init__(
@@ -34,30 +36,11 @@ class AsyncClient:
         base_url: str | None = None,
         api_key: str | None = None,
         *,
-        timeout: float | None = 30.0,
-        follow_read_timeout: float | None = 60.0,
-        max_retries: int = 2,
-        max_retry_wait: float = 60.0,
-        max_reconnects: int = 10,
-        max_reconnect_delay: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        **settings: Unpack[ClientSettings],
     ) -> None:
-        self.options = ClientOptions.resolve(
-            base_url,
-            api_key,
-            timeout=timeout,
-            follow_read_timeout=follow_read_timeout,
-            max_retries=max_retries,
-            max_retry_wait=max_retry_wait,
-            max_reconnects=max_reconnects,
-            max_reconnect_delay=max_reconnect_delay,
-        )
-        self._http = httpx.AsyncClient(
-            base_url=self.options.base_url,
-            headers=self.options.headers,
-            timeout=self.options.http_timeout,
-            transport=transport,
-        )
+        self.options = ClientOptions.resolve(base_url, api_key, **settings)
+        self._http = httpx.AsyncClient(**self.options.http_arguments(), transport=transport)
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -95,29 +95,12 @@ def test_options_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHATRELAY_URL", "http://relay.test:9000/")
     monkeypatch.setenv("CHATRELAY_API_KEY", "k-1")
     monkeypatch.setenv("CHATRELAY_API_KEYS", "acme:not-this-one")
-    options = ClientOptions.resolve(
-        None,
-        None,
-        timeout=5,
-        follow_read_timeout=60,
-        max_retries=0,
-        max_retry_wait=1,
-        max_reconnects=1,
-        max_reconnect_delay=1,
-    )
+    options = ClientOptions.resolve(None, None, timeout=5)
     assert options.base_url == "http://relay.test:9000"
     assert options.headers["Authorization"] == "Bearer k-1"
     monkeypatch.delenv("CHATRELAY_URL")
     monkeypatch.delenv("CHATRELAY_API_KEY")
-    options = ClientOptions.resolve(
-        None,
-        "",
-        timeout=5,
-        follow_read_timeout=60,
-        max_retries=0,
-        max_retry_wait=1,
-        max_reconnects=1,
-        max_reconnect_delay=1,
-    )
+    options = ClientOptions.resolve(None, "")
     assert options.base_url == "http://127.0.0.1:8000"
     assert "Authorization" not in options.headers
+    assert options.timeout == 30.0 and options.reconnect.max_reconnects == 10
