@@ -118,4 +118,5 @@ class TcpProxy:
                     await asyncio.sleep(pace[1])
         # One side finished or broke: end the other, as a proxy does.
         with contextlib.suppress(OSError, RuntimeError):
-            sink.write_eof() if sink.can_write_eof() else None
+            if sink.can_write_eof():
+                sink.write_eof()
