@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from chatrelay.client.errors import (
+    APIConnectionError,
     ChatRelayAPIError,
     ProtocolError,
     RateLimitedError,
@@ -78,6 +79,11 @@ class Call(Generic[T]):
         except ValueError as exc:
             raise ProtocolError(f"{self.method} {self.path}: the answer is not JSON") from exc
         return self.parse(payload)
+
+    def unreachable(self, base_url: str, cause: Exception) -> APIConnectionError:
+        """No HTTP answer at all, said in words a terminal user can act on."""
+        why = str(cause) or type(cause).__name__
+        return APIConnectionError(f"cannot reach {base_url} ({self.method} {self.path}): {why}")
 
 
 def retry_delay(call: Call[Any], error: ChatRelayAPIError, attempt: int, max_wait: float) -> float:

@@ -11,7 +11,7 @@ import httpx
 
 from chatrelay.client import calls
 from chatrelay.client.calls import Call, ConversationPage, PostedMessage
-from chatrelay.client.errors import APIConnectionError, ChatRelayAPIError
+from chatrelay.client.errors import ChatRelayAPIError
 from chatrelay.client.events import Event
 from chatrelay.client.follow import FollowLoop
 from chatrelay.client.options import ClientOptions, ClientSettings
@@ -137,7 +137,7 @@ class Client:
                     call.method, call.path, json=call.json, params=call.params
                 )
             except httpx.TransportError as exc:
-                raise APIConnectionError(f"{call.method} {call.path}: {exc!r}") from exc
+                raise call.unreachable(self.options.base_url, exc) from exc
             try:
                 return call.result(response.status_code, response.headers, response.content)
             except ChatRelayAPIError as error:
