@@ -1,10 +1,15 @@
-"""`chatrelay serve`: validate configuration, check the database, run uvicorn."""
+"""`chatrelay serve` runs the service; `chatrelay chat` and `chatrelay conversations` use it.
+
+`serve` validates configuration, checks the database and runs uvicorn. The other two are
+thin: their work is in `chatrelay.client.terminal`, over the official client.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import socket
 import sys
 
@@ -19,7 +24,53 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    chat = sub.add_parser(
+        "chat",
+        help="ask a question and stream the answer (no question: an interactive loop)",
+        description="Stream an answer from a running chatrelay. Ctrl-C asks whether to cancel the"
+        " generation (without a terminal it cancels at once) and exits 130.",
+    )
+    _client_arguments(chat)
+    chat.add_argument("--conversation", metavar="ID", help="continue this conversation")
+    chat.add_argument("--model", help="the model for this message")
+    chat.add_argument("question", nargs="?", help="the question; omitted: read one per line")
+    conversations = sub.add_parser("conversations", help="list recent conversations")
+    _client_arguments(conversations)
+    conversations.add_argument("--limit", type=int, default=20, help="how many (1-100)")
     return parser
+
+
+def _client_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url", help="the service (default: $CHATRELAY_URL, else http://127.0.0.1:8000)"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def _run_client(args: argparse.Namespace) -> int:
+    """`chat` and `conversations`: one line on stderr and exit 1 for any client error."""
+    from chatrelay.client import ChatRelayClientError, Client
+    from chatrelay.client.terminal import EXIT_CANCELLED, Terminal
+
+    try:
+        with Client(args.url) as client:
+            terminal = Terminal(client, json_output=args.json)
+            if args.command == "conversations":
+                return terminal.list_conversations(args.limit)
+            terminal.conversation_id = args.conversation
+            terminal.model = args.model
+            if args.question is None:
+                return terminal.loop()
+            return terminal.ask(args.question)
+    except ChatRelayClientError as exc:
+        print(f"chatrelay: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return EXIT_CANCELLED
+    except BrokenPipeError:
+        # The reader left (`| head`): quiet, and no second error when Python flushes stdout.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 async def _preflight(settings: Settings) -> None:
@@ -53,6 +104,8 @@ def _port_problem(host: str, port: int) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "serve":
+        return _run_client(args)
     if not 0 < args.port < 65536:
         print(f"chatrelay: --port must be between 1 and 65535, got {args.port}", file=sys.stderr)
         return 2

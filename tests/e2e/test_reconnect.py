@@ -1,6 +1,6 @@
 """Broken connections and reopened pages: the text shown is always the stored text.
 
-The browser reaches chatrelay through `DroppingProxy`, which resets every connection on
+The browser reaches chatrelay through `TcpProxy`, which resets every connection on
 demand (the service and the generation carry on), so `EventSource` must reconnect with
 `Last-Event-ID` on its own and the page must neither repeat nor lose a piece.
 """
@@ -15,13 +15,13 @@ from playwright.sync_api import Page, expect
 from tests.conftest import Relay
 from tests.e2e.conftest import assistant, event_sources, open_chat, send, stored
 from tests.e2e.test_chat_page import words
-from tests.fakes.tcp_proxy import DroppingProxy
+from tests.fakes.tcp_proxy import TcpProxy
 from tests.fakes.upstream import Reply
 
 
 @pytest.fixture
-def proxy(relay: Relay) -> Iterator[DroppingProxy]:
-    made = DroppingProxy(relay.service.port).start()
+def proxy(relay: Relay) -> Iterator[TcpProxy]:
+    made = TcpProxy(relay.service.port).start()
     try:
         yield made
     finally:
@@ -33,7 +33,7 @@ def _text(page: Page) -> str:
 
 
 def test_a_dropped_stream_resumes_without_gap_or_duplicate(
-    relay: Relay, page: Page, proxy: DroppingProxy
+    relay: Relay, page: Page, proxy: TcpProxy
 ) -> None:
     relay.upstream.enqueue(Reply(tokens=words(50), delay=0.06))
     open_chat(page, proxy.url)
@@ -58,7 +58,7 @@ def test_a_dropped_stream_resumes_without_gap_or_duplicate(
 
 
 def test_reconnecting_gives_up_then_resumes_on_request(
-    relay: Relay, page: Page, proxy: DroppingProxy
+    relay: Relay, page: Page, proxy: TcpProxy
 ) -> None:
     relay.upstream.enqueue(Reply(tokens=words(40), delay=0.05))
     open_chat(page, proxy.url)

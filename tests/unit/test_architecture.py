@@ -35,9 +35,28 @@ def test_databases_only_in_storage_database() -> None:
     assert _importers("databases") == {"storage/database.py"}
 
 
-def test_httpx_only_in_upstream() -> None:
+def test_httpx_only_in_upstream_and_the_client() -> None:
+    # Two separate edges: the service's own upstream client, and the official client of
+    # the service (which the service never uses).
     assert _importers("httpx")
-    assert all(module.startswith("upstream/") for module in _importers("httpx"))
+    assert all(module.startswith(("upstream/", "client/")) for module in _importers("httpx"))
+
+
+def test_nothing_of_the_service_imports_the_client() -> None:
+    # Only the terminal commands (cli.py) use the client; the service must not depend on it.
+    outside = {m for m in _importers("chatrelay.client") if not m.startswith("client/")}
+    assert outside <= {"cli.py"}
+
+
+def test_the_client_imports_only_the_sse_parser() -> None:
+    # The client talks to the service over HTTP only; it reads events with the one parser.
+    for module, names in _modules().items():
+        if module.startswith("client/"):
+            ours = {n for n in names if n == "chatrelay" or n.startswith("chatrelay.")}
+            assert all(n.startswith(("chatrelay.client", "chatrelay.sse")) for n in ours), (
+                module,
+                ours,
+            )
 
 
 def test_core_never_imports_the_web_edge() -> None:

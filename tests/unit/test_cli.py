@@ -1,4 +1,4 @@
-"""`chatrelay serve` refuses bad configuration in one clear line, with no traceback."""
+"""The CLI fails in one clear line, no traceback: `serve` on bad settings, `chat` with no server."""
 
 from __future__ import annotations
 
@@ -71,7 +71,19 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
     assert lines == [f"chatrelay: cannot listen on 127.0.0.1:{port}: Address already in use"]
 
 
-def test_help_names_serve(tmp_path: Path) -> None:
+def test_help_names_the_commands(tmp_path: Path) -> None:
     result = run_cli(["--help"], {}, tmp_path)
     assert result.returncode == 0
-    assert "serve" in result.stdout
+    for command in ("serve", "chat", "conversations"):
+        assert command in result.stdout
+
+
+def test_chat_without_a_service_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_cli(["chat", "--url", f"http://127.0.0.1:{port}", "Hello"], {}, tmp_path)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"chatrelay: cannot reach http://127.0.0.1:{port} (POST ")
