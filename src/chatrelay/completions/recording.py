@@ -18,7 +18,7 @@ from chatrelay.completions.request import CompletionRequest, content_text
 from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.generation.subscription import Subscriptions
 from chatrelay.ids import new_id
-from chatrelay.models import Conversation, Message, Status
+from chatrelay.models import Message, Status
 from chatrelay.storage.repository import Repository
 
 # The fields of an OpenAI message kept in columns; every other field is kept in `params`.
@@ -120,37 +120,26 @@ class ChatCompletions:
         with it, only those `unrecorded` says are new are appended (404 if it is unknown).
         """
         self.registry.ensure_accepting()  # before anything is stored: a refusal leaves no trace
-        conversation: Conversation
+        now = now_iso()
         if conversation_id is None:
-            conversation = await self.repo.create_conversation(
+            model = request.model or self.default_model
+            conversation, stored = await self.repo.create_conversation_with_messages(
                 tenant=tenant,
                 title=_title(request.messages),
                 system_prompt=None,
-                model=request.model or self.default_model,
+                model=model,
                 metadata={"source": "chat.completions"},
+                messages=self._drafts(tenant, "", request.messages, request, model, now),
             )
-            new = request.messages
         else:
             conversation = await self.repo.get_conversation(tenant, conversation_id)
             new = unrecorded(request.messages, await self.repo.list_messages(conversation.id))
-        model = request.model or conversation.model or self.default_model
-        now = now_iso()
-        drafts = [self._draft(tenant, conversation.id, m, now) for m in new]
-        drafts.append(
-            Message(
-                id=new_id("msg"),
-                conversation_id=conversation.id,
-                tenant=tenant,
-                seq=0,  # assigned by the repository
-                role="assistant",
-                content="",
-                status=Status.STREAMING,
-                model=model,
-                created_at=now,
-                params=dict(request.passthrough),
+            model = request.model or conversation.model or self.default_model
+            stored = await self.repo.append_messages(
+                tenant,
+                conversation.id,
+                self._drafts(tenant, conversation.id, new, request, model, now),
             )
-        )
-        stored = await self.repo.append_messages(tenant, conversation.id, drafts)
         assistant = stored[-1]
         self.registry.launch(assistant, request.upstream_body(model))
         return StartedCompletion(conversation.id, assistant)
@@ -163,6 +152,36 @@ class ChatCompletions:
         if batches is None:  # only a cursor at the terminal event gives None; there is none here
             raise RuntimeError(f"no event stream for new message {assistant.id}")
         return CompletionEvents(batches)
+
+    @classmethod
+    def _drafts(
+        cls,
+        tenant: str,
+        conversation_id: str,
+        new: Sequence[dict[str, Any]],
+        request: CompletionRequest,
+        model: str,
+        now: str,
+    ) -> list[Message]:
+        """The request's new messages as stored, then the `streaming` assistant message.
+
+        Sequence numbers (and, for a new conversation, its id) are the repository's."""
+        drafts = [cls._draft(tenant, conversation_id, m, now) for m in new]
+        drafts.append(
+            Message(
+                id=new_id("msg"),
+                conversation_id=conversation_id,
+                tenant=tenant,
+                seq=0,
+                role="assistant",
+                content="",
+                status=Status.STREAMING,
+                model=model,
+                created_at=now,
+                params=dict(request.passthrough),
+            )
+        )
+        return drafts
 
     @staticmethod
     def _draft(tenant: str, conversation_id: str, message: dict[str, Any], now: str) -> Message:

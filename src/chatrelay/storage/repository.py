@@ -161,6 +161,31 @@ class Repository:
         model: str | None,
         metadata: dict[str, Any],
     ) -> Conversation:
+        conversation, _ = await self.create_conversation_with_messages(
+            tenant=tenant,
+            title=title,
+            system_prompt=system_prompt,
+            model=model,
+            metadata=metadata,
+            messages=(),
+        )
+        return conversation
+
+    async def create_conversation_with_messages(
+        self,
+        *,
+        tenant: str,
+        title: str | None,
+        system_prompt: str | None,
+        model: str | None,
+        metadata: dict[str, Any],
+        messages: Sequence[Message],
+    ) -> tuple[Conversation, list[Message]]:
+        """A new conversation already holding `messages` (seq 1…n), in one transaction.
+
+        One trip instead of two for an OpenAI-style request recorded in a new
+        conversation: the time it saves is time before the first token.
+        """
         now = now_iso()
         conversation = Conversation(
             id=new_id("conv"),
@@ -172,11 +197,15 @@ class Repository:
             created_at=now,
             updated_at=now,
         )
-        async with self.db.unit() as unit:
+        stored = [
+            m.evolve(conversation_id=conversation.id, tenant=tenant, seq=i + 1)
+            for i, m in enumerate(messages)
+        ]
+        async with self.db.unit(transaction=bool(stored)) as unit:
             await unit.execute(
                 "INSERT INTO conversations (id, tenant, title, system_prompt, model, metadata, "
                 "next_seq, created_at, updated_at) VALUES (:id, :tenant, :title, :system_prompt, "
-                ":model, :metadata, 0, :created_at, :updated_at)",
+                ":model, :metadata, :next_seq, :created_at, :updated_at)",
                 {
                     "id": conversation.id,
                     "tenant": tenant,
@@ -184,11 +213,13 @@ class Repository:
                     "system_prompt": None if system_prompt is None else scrub_nul(system_prompt),
                     "model": None if model is None else scrub_nul(model),
                     "metadata": _dumps(metadata),
+                    "next_seq": len(stored),
                     "created_at": now,
                     "updated_at": now,
                 },
             )
-        return conversation
+            await unit.execute_many(_INSERT_MESSAGE, [_message_values(m, now) for m in stored])
+        return conversation, stored
 
     async def get_conversation(self, tenant: str, conversation_id: str) -> Conversation:
         async with self.db.unit() as unit:
