@@ -54,13 +54,14 @@ class ChatService:
         model: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Conversation:
-        return await self.repo.create_conversation(
+        conversation, _ = await self.repo.create_conversation(
             tenant=tenant,
             title=title,
             system_prompt=system_prompt,
             model=model,
             metadata=metadata or {},
         )
+        return conversation
 
     async def conversation_with_messages(
         self, tenant: str, conversation_id: str

@@ -123,7 +123,7 @@ class ChatCompletions:
         now = now_iso()
         if conversation_id is None:
             model = request.model or self.default_model
-            conversation, stored = await self.repo.create_conversation_with_messages(
+            conversation, stored = await self.repo.create_conversation(
                 tenant=tenant,
                 title=_title(request.messages),
                 system_prompt=None,

@@ -160,28 +160,9 @@ class Repository:
         system_prompt: str | None,
         model: str | None,
         metadata: dict[str, Any],
-    ) -> Conversation:
-        conversation, _ = await self.create_conversation_with_messages(
-            tenant=tenant,
-            title=title,
-            system_prompt=system_prompt,
-            model=model,
-            metadata=metadata,
-            messages=(),
-        )
-        return conversation
-
-    async def create_conversation_with_messages(
-        self,
-        *,
-        tenant: str,
-        title: str | None,
-        system_prompt: str | None,
-        model: str | None,
-        metadata: dict[str, Any],
-        messages: Sequence[Message],
+        messages: Sequence[Message] = (),
     ) -> tuple[Conversation, list[Message]]:
-        """A new conversation already holding `messages` (seq 1…n), in one transaction.
+        """A new conversation, already holding `messages` (seq 1…n) if any, in one transaction.
 
         One trip instead of two for an OpenAI-style request recorded in a new
         conversation: the time it saves is time before the first token.
