@@ -1,0 +1,152 @@
+"""The HTTP edge against hostile pages and clients: media types, redirects, HEAD, access logs.
+
+A page on another origin can send `text/plain`, form-encoded or multipart posts without a
+CORS preflight, so every JSON endpoint refuses any other declared type (415) and stores
+nothing; a body-less post needs no type.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Relay
+from tests.fakes.upstream import Reply
+from tests.integration.helpers import new_conversation, post_accepted, wait_final
+from tests.integration.test_api import assert_error
+
+# The content types a cross-site form or `fetch` may send without a preflight, and none.
+NOT_JSON = [
+    pytest.param("text/plain", id="text-plain"),
+    pytest.param("text/plain; charset=utf-8", id="text-plain-charset"),
+    pytest.param("application/x-www-form-urlencoded", id="form"),
+    pytest.param("multipart/form-data; boundary=x", id="multipart"),
+    pytest.param(None, id="missing"),
+]
+
+
+def _headers(content_type: str | None) -> dict[str, str]:
+    return {} if content_type is None else {"Content-Type": content_type}
+
+
+async def _conversation_ids(client: httpx.AsyncClient) -> list[str]:
+    listed = await client.get("/v1/conversations?limit=100")
+    assert listed.status_code == 200, listed.text
+    return [c["id"] for c in listed.json()["data"]]
+
+
+async def _messages(client: httpx.AsyncClient, cid: str) -> list[Any]:
+    got = await client.get(f"/v1/conversations/{cid}")
+    assert got.status_code == 200, got.text
+    messages: list[Any] = got.json()["messages"]
+    return messages
+
+
+@pytest.mark.parametrize("content_type", NOT_JSON)
+async def test_native_posts_with_a_non_json_body_are_415_and_store_nothing(
+    relay: Relay, content_type: str | None
+) -> None:
+    relay.upstream.enqueue(Reply(tokens=["first"]))
+    async with relay.client("globex") as client:
+        cid = await new_conversation(client)
+        posted = await post_accepted(client, cid, "hello")
+        user_id = posted["user_message"]["id"]
+        assistant_id = posted["assistant_message"]["id"]
+        await wait_final(client, assistant_id)
+        conversations = await _conversation_ids(client)
+        messages = await _messages(client, cid)
+        upstream_calls = len(relay.upstream.requests)
+        headers = _headers(content_type)
+
+        attempts = [
+            ("/v1/conversations", b'{"title": "cross-site"}'),
+            (f"/v1/conversations/{cid}/messages", b'{"content": "cross-site"}'),
+            (f"/v1/messages/{assistant_id}/regenerate", b'{"model": "m"}'),
+            (f"/v1/messages/{user_id}/edit", b'{"content": "cross-site"}'),
+        ]
+        for path, body in attempts:
+            response = await client.post(path, content=body, headers=headers)
+            error = assert_error(response, 415, "unsupported_media_type")
+            assert "application/json" in error["error"]["message"]
+
+        assert await _conversation_ids(client) == conversations
+        assert await _messages(client, cid) == messages
+    assert len(relay.upstream.requests) == upstream_calls
+
+
+@pytest.mark.parametrize("content_type", NOT_JSON)
+async def test_chat_completions_with_a_non_json_body_are_415_in_openai_shape(
+    relay: Relay, content_type: str | None
+) -> None:
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "cross-site"}]}'
+    async with relay.client("globex") as client:
+        conversations = await _conversation_ids(client)
+        upstream_calls = len(relay.upstream.requests)
+        response = await client.post(
+            "/v1/chat/completions", content=body, headers=_headers(content_type)
+        )
+        assert response.status_code == 415, response.text
+        error = response.json()["error"]
+        assert set(response.json()) == {"error"}
+        assert set(error) == {"message", "type", "code", "param"}
+        assert error["code"] == "unsupported_media_type"
+        assert error["type"] == "invalid_request_error"
+        assert await _conversation_ids(client) == conversations
+    assert len(relay.upstream.requests) == upstream_calls
+
+
+async def test_a_chunked_non_json_body_is_415(relay: Relay) -> None:
+    async def chunks() -> Any:
+        yield b'{"title": '
+        yield b'"chunked"}'
+
+    async with relay.client("globex") as client:
+        conversations = await _conversation_ids(client)
+        response = await client.post(
+            "/v1/conversations", content=chunks(), headers={"Content-Type": "text/plain"}
+        )
+        assert_error(response, 415, "unsupported_media_type")
+        assert await _conversation_ids(client) == conversations
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=utf-8", "Application/JSON", "application/json ;"]
+)
+async def test_json_with_parameters_or_any_case_is_accepted(
+    relay: Relay, content_type: str
+) -> None:
+    relay.upstream.enqueue(Reply(tokens=["ok"]))
+    async with relay.client() as client:
+        created = await client.post(
+            "/v1/conversations", content=b'{"title": "t"}', headers={"Content-Type": content_type}
+        )
+        assert created.status_code == 201, created.text
+        cid = created.json()["id"]
+        posted = await client.post(
+            f"/v1/conversations/{cid}/messages",
+            content=b'{"content": "hi"}',
+            headers={"Content-Type": content_type},
+        )
+        assert posted.status_code == 202, posted.text
+        await wait_final(client, posted.json()["assistant_message"]["id"])
+
+
+async def test_body_less_posts_need_no_content_type(relay: Relay) -> None:
+    relay.upstream.enqueue(Reply(tokens=["one"]), Reply(tokens=["two"]))
+    async with relay.client() as client:
+        cid = await new_conversation(client)
+        first = (await post_accepted(client, cid, "hi"))["assistant_message"]["id"]
+        await wait_final(client, first)
+        # No body at all, and an empty one under a type a page could send: both fine.
+        regenerated = await client.post(f"/v1/messages/{first}/regenerate")
+        assert regenerated.status_code == 202, regenerated.text
+        second = regenerated.json()["assistant_message"]["id"]
+        await wait_final(client, second)
+        cancelled = await client.post(
+            f"/v1/messages/{second}/cancel", content=b"", headers={"Content-Type": "text/plain"}
+        )
+        assert_error(cancelled, 409, "message_finished")
+        created = await client.post("/v1/conversations", headers={"Content-Type": "text/plain"})
+        assert created.status_code == 201, created.text
