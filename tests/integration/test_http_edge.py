@@ -150,3 +150,28 @@ async def test_body_less_posts_need_no_content_type(relay: Relay) -> None:
         assert_error(cancelled, 409, "message_finished")
         created = await client.post("/v1/conversations", headers={"Content-Type": "text/plain"})
         assert created.status_code == 201, created.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/conversations/"),
+        ("POST", "/v1/conversations/"),
+        ("GET", "/healthz/"),
+        ("GET", "/v1/models/"),
+        ("GET", "/static/app.js/"),
+    ],
+)
+async def test_a_trailing_slash_is_a_json_404_that_never_reflects_host(
+    relay: Relay, method: str, path: str
+) -> None:
+    async with relay.client() as client:
+        response = await client.request(
+            method,
+            path,
+            headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"},
+            json={} if method == "POST" else None,
+        )
+    assert "location" not in response.headers
+    assert "evil.example" not in response.text
+    assert_error(response, 404, "not_found")
