@@ -7,16 +7,18 @@ nothing; a body-less post needs no type.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import Relay
+from tests.conftest import CLIENT_KEYS, Relay
 from tests.fakes.upstream import Reply
 from tests.integration.helpers import new_conversation, post_accepted, wait_final
 from tests.integration.test_api import assert_error
 
+AUTH = {"Authorization": f"Bearer {CLIENT_KEYS['acme']}"}
 # The content types a cross-site form or `fetch` may send without a preflight, and none.
 NOT_JSON = [
     pytest.param("text/plain", id="text-plain"),
@@ -175,3 +177,79 @@ async def test_a_trailing_slash_is_a_json_404_that_never_reflects_host(
     assert "location" not in response.headers
     assert "evil.example" not in response.text
     assert_error(response, 404, "not_found")
+
+
+async def _raw_request(
+    relay: Relay, method: str, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One request over a raw socket with `Connection: close`: status, headers and every
+    byte the server sent after them, read until it closes (or 5 s)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.service.port)
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{relay.service.port}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    lines += ["Connection: close", "", ""]
+    writer.write("\r\n".join(lines).encode())
+    await writer.drain()
+    try:
+        raw = await asyncio.wait_for(reader.read(-1), 5)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parsed = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        parsed[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), parsed, body
+
+
+async def test_head_answers_like_get_without_a_body(relay: Relay) -> None:
+    relay.upstream.enqueue(Reply(tokens=["x"]))
+    async with relay.client() as client:
+        cid = await new_conversation(client)
+        mid = (await post_accepted(client, cid, "hi"))["assistant_message"]["id"]
+        await wait_final(client, mid)
+        paths = [
+            "/healthz",
+            "/readyz",
+            "/v1/conversations",
+            f"/v1/conversations/{cid}",
+            f"/v1/messages/{mid}",
+            "/v1/models",
+            "/",
+        ]
+        for path in paths:
+            got = await client.get(path)
+            assert got.status_code == 200, (path, got.text)
+            status, headers, body = await _raw_request(relay, "HEAD", path, AUTH)
+            assert status == 200, path
+            assert body == b"", path
+            assert headers["content-type"] == got.headers["content-type"], path
+            assert int(headers["content-length"]) > 0, path
+        # A HEAD on a POST-only route is still a 405, in each API's shape.
+        status, headers, _ = await _raw_request(relay, "HEAD", "/v1/chat/completions", AUTH)
+        assert status == 405 and headers["allow"] == "POST"
+
+
+async def test_head_on_an_event_stream_opens_no_stream(relay: Relay) -> None:
+    relay.upstream.enqueue(Reply(tokens=[f"t{i} " for i in range(10)], delay=0.2))
+    async with relay.client() as client:
+        cid = await new_conversation(client)
+        posted = await post_accepted(client, cid, "slow")
+        mid = posted["assistant_message"]["id"]
+        # While it streams: headers only, and the connection closes at once (a stream
+        # would hold it open for the 2 s the generation still runs, and send frames).
+        status, headers, body = await _raw_request(
+            relay, "HEAD", f"/v1/messages/{mid}/events", AUTH
+        )
+        assert status == 200
+        assert headers["content-type"].startswith("text/event-stream")
+        assert body == b""
+        status, _, body = await _raw_request(relay, "HEAD", posted["stream_url"])
+        assert status == 200 and body == b""
+        still = (await client.get(f"/v1/messages/{mid}")).json()
+        assert still["status"] == "streaming"
+        final = await wait_final(client, mid)
+    assert final["status"] == "completed" and final["content"] == "".join(
+        f"t{i} " for i in range(10)
+    )
