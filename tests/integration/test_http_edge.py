@@ -253,3 +253,34 @@ async def test_head_on_an_event_stream_opens_no_stream(relay: Relay) -> None:
     assert final["status"] == "completed" and final["content"] == "".join(
         f"t{i} " for i in range(10)
     )
+
+
+async def test_stream_tokens_never_reach_the_access_log(relay: Relay) -> None:
+    relay.upstream.enqueue(Reply(tokens=["logged"]))
+    async with relay.client() as client:
+        cid = await new_conversation(client)
+        posted = await post_accepted(client, cid, "hi")
+        mid = posted["assistant_message"]["id"]
+        await wait_final(client, mid)
+        stream_url = posted["stream_url"]
+        fresh_url = (await client.get(f"/v1/messages/{mid}")).json()["stream_url"]
+    tokens = [url.partition("?token=")[2] for url in (stream_url, fresh_url)]
+    assert all(tokens)
+    async with httpx.AsyncClient(base_url=relay.url) as anonymous:
+        streamed = await anonymous.get(stream_url)
+        assert streamed.status_code == 200 and "event: done" in streamed.text
+        resumed = await anonymous.get(fresh_url + "&last_event_id=1")
+        assert resumed.status_code == 200
+        # A name spelt differently is still the token the app reads, and still redacted.
+        encoded = await anonymous.get(f"/v1/messages/{mid}/events?%74oken={tokens[0]}")
+        assert encoded.status_code == 200
+    expected = f'"GET /v1/messages/{mid}/events?token=[redacted]&last_event_id=1 HTTP/1.1" 200'
+    deadline = asyncio.get_running_loop().time() + 5
+    log = relay.service.log_path.read_text(errors="replace")
+    while expected not in log and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+        log = relay.service.log_path.read_text(errors="replace")
+    assert expected in log
+    assert f'"GET /v1/messages/{mid}/events?%74oken=[redacted] HTTP/1.1" 200' in log
+    for token in tokens:
+        assert token not in log
