@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from chatrelay.web import log_redaction
     from chatrelay.web.app import create_app
     from chatrelay.web.server import DrainingServer
 
@@ -144,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
     )
+    # After uvicorn.Config, which (re)configures uvicorn's loggers: `?token=` of a
+    # stream_url is a credential and must not reach the access log.
+    log_redaction.install()
     server = DrainingServer(config, app, settings.shutdown_grace)
     server.run()
     return 0 if server.started else 1

@@ -68,6 +68,12 @@ class PayloadTooLarge(ChatRelayError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(ChatRelayError):
+    """A request body that is not declared `application/json`."""
+
+    code = "unsupported_media_type"
+
+
 class ValidationFailed(ChatRelayError):
     code = "validation_error"
 

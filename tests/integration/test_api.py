@@ -13,6 +13,7 @@ from tests.integration.helpers import new_conversation, post_streaming, wait_fin
 
 MISSING_CONV = "conv_01ARZ3NDEKTSV4RRFFQ69G5FAV"
 MISSING_MSG = "msg_01ARZ3NDEKTSV4RRFFQ69G5FAV"
+JSON = {"Content-Type": "application/json"}
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -279,21 +280,27 @@ async def test_deeply_nested_json_is_a_400(relay: Relay) -> None:
     body = b'{"content": "x", "params": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     async with relay.client() as client:
         cid = await new_conversation(client)
-        response = await client.post(f"/v1/conversations/{cid}/messages", content=body)
+        response = await client.post(
+            f"/v1/conversations/{cid}/messages", content=body, headers=JSON
+        )
     assert_error(response, 400, "invalid_json")
 
 
 async def test_lone_surrogate_escapes_are_a_400(relay: Relay) -> None:
     async with relay.client() as client:
-        created = await client.post("/v1/conversations", content=b'{"title": "\\ud800"}')
+        created = await client.post(
+            "/v1/conversations", content=b'{"title": "\\ud800"}', headers=JSON
+        )
         assert_error(created, 400, "invalid_json")
         cid = await new_conversation(client)
         posted = await client.post(
-            f"/v1/conversations/{cid}/messages", content=b'{"content": "a\\udfffb"}'
+            f"/v1/conversations/{cid}/messages", content=b'{"content": "a\\udfffb"}', headers=JSON
         )
         assert_error(posted, 400, "invalid_json")
         paired = await client.post(
-            f"/v1/conversations/{cid}/messages", content=b'{"content": "ok \\ud83d\\udc4b"}'
+            f"/v1/conversations/{cid}/messages",
+            content=b'{"content": "ok \\ud83d\\udc4b"}',
+            headers=JSON,
         )
         assert paired.status_code == 202, "a proper surrogate pair is fine"
         await wait_final(client, paired.json()["assistant_message"]["id"])

@@ -495,7 +495,11 @@ def test_client_errors_have_openai_shape_and_classes(relay: Relay) -> None:
 
     headers = {"Authorization": f"Bearer {CLIENT_KEYS['acme']}"}
     with httpx.Client(base_url=relay.url, headers=headers, timeout=20) as raw:
-        not_json = raw.post("/v1/chat/completions", content=b"{not json")
+        not_json = raw.post(
+            "/v1/chat/completions",
+            content=b"{not json",
+            headers={"Content-Type": "application/json"},
+        )
         assert not_json.status_code == 400
         assert _error_body(not_json)["code"] == "invalid_json"
         no_messages = raw.post("/v1/chat/completions", json={"model": "fake-model"})

@@ -17,6 +17,7 @@ from chatrelay.web.errors import http_status
         (errors.MethodNotAllowed("x"), 405),
         (errors.Conflict("x", code="message_finished"), 409),
         (errors.PayloadTooLarge("x"), 413),
+        (errors.UnsupportedMediaType("x"), 415),
         (errors.ValidationFailed("x", code="unknown_field"), 422),
         (errors.StorageError("x"), 503),
         (errors.ShuttingDown("x"), 503),

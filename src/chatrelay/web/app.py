@@ -114,9 +114,14 @@ def create_app(settings: Settings) -> Starlette:
         *openai.routes,
         *page.routes,
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=cors_middleware(settings.cors_origins),
         lifespan=lifespan,
     )
+    # Starlette answers `/v1/conversations/` with a 307 to an absolute URL built from the
+    # request's Host header, which a client (or a poisoned cache) controls. Every path is
+    # exact here: an extra slash is the JSON 404 like any other unknown path.
+    app.router.redirect_slashes = False
+    return app

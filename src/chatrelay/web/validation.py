@@ -2,6 +2,13 @@
 
 Unknown fields are rejected (422 `unknown_field`): a misspelt `cancel_on_disconect`
 silently ignored would be worse than an error.
+
+A body must be declared `Content-Type: application/json` (parameters such as `charset`
+allowed), else 415 `unsupported_media_type`. A web page on another origin can post
+`text/plain`, form-encoded or multipart bodies without a CORS preflight; refusing them keeps
+such a page from creating conversations or starting generations. `application/*+json` is
+not accepted either: no client of this API sends it, and one accepted type keeps the rule
+obvious.
 """
 
 from __future__ import annotations
@@ -12,26 +19,47 @@ from typing import Any
 
 from starlette.requests import Request
 
-from chatrelay.errors import BadRequest, PayloadTooLarge, ValidationFailed
+from chatrelay.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from chatrelay.json_values import loads_strict
 from chatrelay.models import scrub_nul
 from chatrelay.service import TurnOptions
 
 
+def is_json_media_type(content_type: str | None) -> bool:
+    """`application/json`, in any case, with or without parameters."""
+    if content_type is None:
+        return False
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
+def _check_media_type(request: Request) -> None:
+    content_type = request.headers.get("content-type")
+    if not is_json_media_type(content_type):
+        got = "no Content-Type" if content_type is None else f"Content-Type {content_type[:80]!r}"
+        raise UnsupportedMediaType(
+            f"request body must be sent as Content-Type: application/json, not with {got}"
+        )
+
+
 async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
-    """The body as a JSON object; an empty body is `{}`."""
+    """The body as a JSON object; an empty body is `{}`, with any Content-Type or none."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
-            if int(declared) > max_bytes:
-                raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+            length = int(declared)
         except ValueError:
             raise BadRequest("invalid Content-Length header") from None
+        if length > max_bytes:
+            raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+        if length > 0:
+            _check_media_type(request)  # before reading a body that would be refused
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
         if len(body) > max_bytes:
             raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+    if body:
+        _check_media_type(request)  # a chunked body declares no length
     if not body.strip():
         return {}
     try:

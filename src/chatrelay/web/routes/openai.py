@@ -40,19 +40,22 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def _openai_endpoint(method: str) -> Callable[[Endpoint], Endpoint]:
-    """Only `method` is allowed, and every error leaves in OpenAI's shape."""
+    """Only `method` is allowed (and HEAD where it is GET, as on every other GET route), and
+    every error leaves in OpenAI's shape."""
+    allowed = (method, "HEAD") if method == "GET" else (method,)
+    allow_header = ", ".join(allowed)
 
     def wrap(handler: Endpoint) -> Endpoint:
         @functools.wraps(handler)
         async def endpoint(request: Request) -> Response:
             try:
-                if request.method != method:
+                if request.method not in allowed:
                     raise MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
                 return await handler(request)
             except InvalidRequest as exc:
                 return openai_error_response(exc, param=exc.param)
             except MethodNotAllowed as exc:
-                return openai_error_response(exc, headers={"Allow": method})
+                return openai_error_response(exc, headers={"Allow": allow_header})
             except ChatRelayError as exc:
                 return openai_error_response(exc)
             except Exception:
