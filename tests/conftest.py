@@ -2,7 +2,8 @@
 
 Every integration test runs once on SQLite and once on PostgreSQL. Without a reachable
 PostgreSQL the PostgreSQL half is skipped with a clear reason — unless
-CHATRELAY_REQUIRE_POSTGRES=1 (CI), where a missing server is a failure.
+CHATRELAY_REQUIRE_POSTGRES=1 (CI), where a missing server is a failure. Redis the same
+way (`require_redis`, CHATRELAY_REQUIRE_REDIS=1).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ POSTGRES_URL = os.environ.get(
     "CHATRELAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 REQUIRE_POSTGRES = os.environ.get("CHATRELAY_REQUIRE_POSTGRES") == "1"
+REDIS_URL = os.environ.get("CHATRELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REQUIRE_REDIS = os.environ.get("CHATRELAY_REQUIRE_REDIS") == "1"
 UPSTREAM_KEY = "sk-test-UPSTREAM-SECRET-0123456789"
 CLIENT_KEYS = {"acme": "key-acme-123", "globex": "key-globex-456"}
 
@@ -55,6 +58,35 @@ def require_postgres() -> None:
     if REQUIRE_POSTGRES:
         pytest.fail(message + " and CHATRELAY_REQUIRE_POSTGRES=1", pytrace=False)
     pytest.skip(message + ": PostgreSQL tests skipped")
+
+
+_redis_state: dict[str, str | None] = {}
+
+
+def redis_problem() -> str | None:
+    """None when Redis answers PING, else why not (checked once per session)."""
+    if "problem" not in _redis_state:
+        import redis
+
+        try:
+            client = redis.Redis.from_url(REDIS_URL, socket_timeout=3, socket_connect_timeout=3)
+            client.ping()
+            client.close()
+            _redis_state["problem"] = None
+        except Exception as exc:
+            _redis_state["problem"] = f"{type(exc).__name__}: {exc}"
+    return _redis_state["problem"]
+
+
+def require_redis() -> str:
+    """The test Redis URL; skips (fails under CHATRELAY_REQUIRE_REDIS=1) when it is down."""
+    problem = redis_problem()
+    if problem is None:
+        return REDIS_URL
+    message = f"Redis not reachable at {REDIS_URL} ({problem})"
+    if REQUIRE_REDIS:
+        pytest.fail(message + " and CHATRELAY_REQUIRE_REDIS=1", pytrace=False)
+    pytest.skip(message + ": Redis tests skipped")
 
 
 class PostgresDatabase:
