@@ -31,7 +31,10 @@ async def test_deltas_concatenate_to_done_and_stored_content(relay: Relay) -> No
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-cache"
         assert response.headers["x-accel-buffering"] == "no"
-        assert frames_[0].retry == 2000 and frames_[0].event is None
+        # `retry:` leads the first event's block: a block of its own would be an empty
+        # `message` event to parsers such as httpx-sse.
+        assert frames_[0].retry == 2000 and frames_[0].event == "start"
+        assert all(f.event is not None or f.comments for f in frames_), "no empty blocks"
 
         evs = events(frames_)
         assert [e.event for e in evs] == ["start"] + ["delta"] * len(TOKENS) + ["done"]

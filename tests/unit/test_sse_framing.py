@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from chatrelay.sse.framing import data_frame, event_frame, json_text, retry_frame
+from chatrelay.sse.framing import data_frame, event_frame, json_text, retry_field
 from chatrelay.sse.parser import SSEParser
 
 
@@ -30,8 +30,8 @@ def test_data_frame_passes_a_string_through() -> None:
     ]
 
 
-def test_retry_frame_sets_the_reconnection_delay() -> None:
-    assert retry_frame(2000) == "retry: 2000\n\n"
+def test_retry_field_sets_the_reconnection_delay() -> None:
+    assert retry_field(2000) == "retry: 2000\n"
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])

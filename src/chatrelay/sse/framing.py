@@ -30,6 +30,7 @@ def event_frame(event_id: str, event: str, payload: Any) -> str:
     return f"id: {event_id}\nevent: {event}\ndata: {json_text(payload)}\n\n"
 
 
-def retry_frame(milliseconds: int) -> str:
-    """The reconnection delay a client's `EventSource` should use."""
-    return f"retry: {milliseconds}\n\n"
+def retry_field(milliseconds: int) -> str:
+    """The reconnection delay a client's `EventSource` should use: a `retry:` line that
+    leads the block of an event (see `web.sse` for why not a block of its own)."""
+    return f"retry: {milliseconds}\n"

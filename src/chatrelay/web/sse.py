@@ -5,6 +5,10 @@ followed by many subscribers costs one JSON encoding per event, not one per subs
 Whatever a subscriber has not yet received goes out in one write: a reader that fell
 behind (or a fast upstream) costs one send per batch, not one per token. The bytes are
 exactly what `ServerSentEvent` would produce with LF endings.
+
+`retry:` rides in the block of the first event rather than in a block of its own: a block
+with nothing but `retry:` is, to parsers such as httpx-sse, an empty `message` event that
+naive consumers choke on. (A `: ping` before the first event carries no `retry:` either.)
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ from typing import Any
 from sse_starlette import EventSourceResponse
 
 from chatrelay.broker.event import EventKind, LogEvent
-from chatrelay.sse.framing import PING_FRAME, event_frame, retry_frame
+from chatrelay.sse.framing import PING_FRAME, event_frame, retry_field
 
 RETRY_MS = 2000
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-RETRY_FRAME = retry_frame(RETRY_MS).encode()
+RETRY_FIELD = retry_field(RETRY_MS)
 
 
 def native_payload(event: LogEvent) -> dict[str, Any]:
@@ -46,7 +50,7 @@ def event_stream(
     headers: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> EventSourceResponse:
-    """`retry:` first, then every event with its cursor as `id`; `: ping` when quiet.
+    """Every event with its cursor as `id`, `retry:` in the first one; `: ping` when quiet.
 
     `on_open` runs when the stream starts; `on_close(finished)` when it ends, with
     `finished` False if the client left before the terminal event.
@@ -56,13 +60,14 @@ def event_stream(
         finished = False
         if on_open is not None:
             on_open()
+        prefix = RETRY_FIELD
         try:
-            yield RETRY_FRAME
             async for batch in batches:
                 if not batch:
                     yield PING_FRAME
                     continue
-                yield "".join(encode_frame(event) for event in batch).encode()
+                yield (prefix + "".join(encode_frame(event) for event in batch)).encode()
+                prefix = ""
                 finished = batch[-1].is_terminal
         finally:
             if on_close is not None:
