@@ -666,3 +666,40 @@ async def test_unreachable_upstream_is_a_bad_gateway(stack: Stack) -> None:
             )
     assert listing.value.status_code == completion.value.status_code == 502
     assert listing.value.code == completion.value.code == "upstream_unreachable"
+
+
+async def test_a_model_is_retrieved_by_id_slashes_included(stack: Stack) -> None:
+    stack.upstream.models = ["fake-model", "org/model-x"]
+    service = stack.service()
+    async with openai.AsyncOpenAI(
+        base_url=service.base_url + "/v1", api_key=CLIENT_KEYS["acme"], max_retries=0
+    ) as client:
+        model = await client.models.retrieve("org/model-x")
+        assert (model.id, model.object, model.owned_by) == ("org/model-x", "model", "fake")
+        assert (await client.models.retrieve("fake-model")).id == "fake-model"
+        with pytest.raises(openai.NotFoundError) as missing:
+            await client.models.retrieve("no-such-model")
+        assert missing.value.code == "model_not_found"
+        with pytest.raises(openai.AuthenticationError):
+            await openai.AsyncOpenAI(
+                base_url=service.base_url + "/v1", api_key="wrong", max_retries=0
+            ).models.retrieve("fake-model")
+
+
+async def test_unknown_openai_routes_answer_in_openai_shape(stack: Stack) -> None:
+    service = stack.service()
+    async with openai.AsyncOpenAI(
+        base_url=service.base_url + "/v1", api_key=CLIENT_KEYS["acme"], max_retries=0
+    ) as client:
+        with pytest.raises(openai.NotFoundError) as embeddings:
+            await client.embeddings.create(model="fake-model", input="hello")
+    assert embeddings.value.code == "unknown_url"
+    body = embeddings.value.body
+    assert isinstance(body, dict) and body["type"] == "invalid_request_error"
+    async with httpx.AsyncClient(base_url=service.base_url) as raw:
+        files = await raw.get("/v1/files")
+        native = await raw.get("/v1/conversations/conv_x/nothing-here")
+    assert files.status_code == 404
+    assert files.json()["error"]["type"] == "invalid_request_error"
+    assert native.status_code == 404
+    assert set(native.json()["error"]) == {"code", "message"}, "native paths keep their shape"

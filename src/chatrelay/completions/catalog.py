@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from chatrelay.errors import UpstreamProtocolError
+from chatrelay.errors import NotFound, UpstreamProtocolError
 from chatrelay.upstream.client import UpstreamClient
 
 
@@ -59,3 +59,13 @@ class ModelCatalog:
                 self._listing = model_list(await self._upstream.list_models())
                 self._fetched_at = self._clock()
             return self._listing
+
+    async def model(self, model_id: str) -> dict[str, Any]:
+        """One model of the listing (`GET /v1/models/{id}`); `NotFound model_not_found`
+        when the upstream does not list it."""
+        listing = await self.listing()
+        for entry in listing["data"]:
+            if entry["id"] == model_id:
+                found: dict[str, Any] = entry
+                return found
+        raise NotFound(f"The model '{model_id}' does not exist", code="model_not_found")

@@ -90,8 +90,23 @@ async def handle_chatrelay_error(request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
+# The native API's own path prefixes; any other `/v1/...` path is one an OpenAI-compatible
+# client might call (`/v1/embeddings`, `/v1/files`, ...), so its 404 takes OpenAI's shape.
+_NATIVE_PREFIXES = ("/v1/conversations", "/v1/messages")
+
+
+def is_openai_path(path: str) -> bool:
+    return path.startswith("/v1/") and not path.startswith(_NATIVE_PREFIXES)
+
+
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 404 and is_openai_path(request.url.path):
+        return openai_error(
+            "unknown_url",
+            f"Invalid URL ({request.method} {request.url.path}): chatrelay does not offer it",
+            status=404,
+        )
     code = _HTTP_CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     if exc.status_code == 404 and message == "Not Found":

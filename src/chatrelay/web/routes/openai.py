@@ -118,10 +118,20 @@ async def list_models(request: Request) -> Response:
     return JSONResponse(await ctx.models.listing())
 
 
+@_openai_endpoint("GET")
+async def retrieve_model(request: Request) -> Response:
+    """What `client.models.retrieve(id)` calls; ids may hold slashes (`org/model`)."""
+    ctx = context(request)
+    ctx.auth.tenant(request)
+    model_id: str = request.path_params["model_id"]
+    return JSONResponse(await ctx.models.model(model_id))
+
+
 # Every method reaches the handlers, so that a wrong one gets its 405 in OpenAI's shape too.
 _ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=_ANY_METHOD),
     Route("/v1/models", list_models, methods=_ANY_METHOD),
+    Route("/v1/models/{model_id:path}", retrieve_model, methods=_ANY_METHOD),
 ]
