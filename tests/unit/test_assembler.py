@@ -574,9 +574,90 @@ def test_empty_error_field_is_not_an_error(falsy: Any) -> None:
 @pytest.mark.parametrize("done", ["[DONE]", " [DONE]", "[DONE] ", "\n[DONE]\n"])
 def test_done_sets_done_and_returns_none(done: str) -> None:
     asm = ChunkAssembler()
+    feed_all(asm, chunk({"content": "a"}))
     assert asm.feed(SSEEvent(data=done)) is None
     assert asm.done
     asm.finish()
+
+
+def test_done_without_any_answer_is_a_failed_answer() -> None:
+    asm = ChunkAssembler()
+    feed_all(asm, chunk({"role": "assistant"}), "[DONE]")
+    with pytest.raises(UpstreamError) as info:
+        asm.finish()
+    assert info.value.code == "upstream_empty_answer" and not info.value.retryable
+
+
+def test_an_error_field_explains_a_stream_without_an_answer() -> None:
+    asm = ChunkAssembler()
+    feed_all(asm, "[DONE]")
+    with pytest.raises(UpstreamError) as info:
+        asm.finish('{"code": 503, "message": "loading model", "type": "unavailable_error"}')
+    assert info.value.code == "upstream_error"
+    assert "loading model" in info.value.message and info.value.upstream_status == 503
+    assert info.value.retryable
+
+
+def test_an_error_field_does_not_undo_a_delivered_answer() -> None:
+    asm = ChunkAssembler()
+    feed_all(asm, chunk({"content": "fine"}, "stop"), "[DONE]")
+    asm.finish('{"message": "noise"}')
+    assert asm.content == "fine"
+
+
+def test_a_tool_call_or_refusal_alone_is_an_answer() -> None:
+    calls = ChunkAssembler()
+    feed_all(
+        calls,
+        chunk({"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f"}}]}),
+        "[DONE]",
+    )
+    calls.finish()
+    refusal = ChunkAssembler()
+    feed_all(refusal, chunk({"refusal": "no"}), "[DONE]")
+    refusal.finish()
+
+
+def test_one_choice_is_the_answer_whatever_its_index() -> None:
+    asm = ChunkAssembler()
+    feed_all(
+        asm,
+        {"choices": [{"index": 3, "delta": {"role": "assistant", "content": "a"}}]},
+        {"choices": [{"index": 4, "delta": {"role": "assistant", "content": "b"}}]},
+        {"choices": [{"index": 7, "delta": {"content": "c"}, "finish_reason": "stop"}]},
+    )
+    asm.finish()
+    assert asm.content == "abc" and asm.finish_reason == "stop"
+
+
+def test_a_second_choice_opening_is_not_mixed_into_the_answer() -> None:
+    asm = ChunkAssembler()
+    feed_all(
+        asm,
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+        {"choices": [{"index": 1, "delta": {"role": "assistant", "content": ""}}]},
+        {"choices": [{"index": 1, "delta": {"content": "other"}}]},
+        {"choices": [{"index": 0, "delta": {"content": "mine"}}]},
+        {"choices": [{"index": 1, "delta": {}, "finish_reason": "length"}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    )
+    assert asm.content == "mine" and asm.finish_reason == "stop"
+
+
+def test_a_chunk_with_several_choices_keeps_to_the_answers_index() -> None:
+    asm = ChunkAssembler()
+    feed_all(
+        asm,
+        {
+            "choices": [
+                {"index": 1, "delta": {"content": "B"}},
+                {"index": 0, "delta": {"content": "A"}},
+            ]
+        },
+        {"choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}]},
+        {"choices": [{"index": 1, "delta": {"content": "b"}}]},
+    )
+    assert asm.content == "Aa"
 
 
 def test_data_after_done_is_ignored() -> None:

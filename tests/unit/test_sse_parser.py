@@ -634,3 +634,10 @@ def test_property_messy_streams_match_the_spec_oracle_for_any_split(data: st.Dat
         assert events == expected_events
         assert parser.last_event_id == expected_last_id
         assert parser.retry == expected_retry
+
+
+def test_a_nonstandard_error_field_is_kept_but_not_dispatched() -> None:
+    parser = SSEParser()
+    events = parser.feed(b'error: {"message": "context too long"}\n\ndata: [DONE]\n\n')
+    assert events == [SSEEvent("[DONE]")]
+    assert parser.error_field == '{"message": "context too long"}'

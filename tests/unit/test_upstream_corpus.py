@@ -76,7 +76,7 @@ def replay(pieces: Iterable[bytes]) -> Replay:
             delta = assembler.feed(event)
             if delta is not None:
                 deltas.append(delta)
-        assembler.finish()
+        assembler.finish(parser.error_field)
     except UpstreamTruncated as exc:
         outcome, code, message = "truncated", exc.code, exc.message
     except UpstreamError as exc:

@@ -45,6 +45,7 @@ _LF = 0x0A
 _CR = 0x0D
 _COLON = 0x3A
 _MAX_RETRY = 2**63 - 1
+_MAX_ERROR_FIELD = 4096  # bytes of a non-standard `error:` field kept (see `error_field`)
 
 
 class SSEEventTooLarge(UpstreamProtocolError):
@@ -83,6 +84,7 @@ class SSEParser:
         "_pending_len",
         "_retry",
         "_skip_lf",
+        "error_field",
     )
 
     def __init__(self, *, max_line_bytes: int = 1_048_576) -> None:
@@ -105,6 +107,8 @@ class SSEParser:
         self._event_id: str | None = None  # the same, but None until an id field is seen
         self._last_event_id = ""
         self._retry: int | None = None
+        # The last non-standard `error:` field seen (old llama.cpp), for the assembler.
+        self.error_field: str | None = None
 
     @property
     def last_event_id(self) -> str:
@@ -262,6 +266,10 @@ class SSEParser:
                 retry = int(digits or b"0")
                 if retry <= _MAX_RETRY:
                     self._retry = self._event_retry = retry
+        elif name == b"error":
+            # Not an SSE field: the spec ignores it, and so does dispatch. Old llama.cpp
+            # servers report failures in it, so it is kept for the assembler's verdict.
+            self.error_field = value[:_MAX_ERROR_FIELD].decode("utf-8", "replace")
         # Any other field name is ignored, as the spec says.
 
     def _fail_line(self, events: Sequence[SSEEvent]) -> NoReturn:

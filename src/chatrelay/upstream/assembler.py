@@ -9,7 +9,20 @@ differences in one place, so the rest of the service sees a single shape: the ac
 message, plus a `ChunkDelta` per event saying exactly what that event added (so the caller
 can re-emit it token by token and never double-counts).
 
-Only the first choice (`index == 0`) is assembled: chatrelay always asks for `n=1`.
+An answer is judged by what arrived, not by how the stream ended:
+
+- a stream that delivered nothing — no content, tool call, refusal or finish_reason — is a
+  failed answer (`upstream_empty_answer`) even when `[DONE]` came: old llama.cpp servers
+  report errors in a non-standard `error:` SSE field, which WHATWG parsing ignores, and
+  then send `[DONE]` (the parser keeps that field, and its error is what gets reported);
+- a stream whose last event carried a finish_reason and that then ended cleanly is a
+  completed answer without `[DONE]` (ik_llama.cpp, older TGI never send it);
+- chatrelay always asks for one choice, and the one choice present is the answer whatever
+  `index` it carries (TGI before 1.4.4 and Foundry Local number every chunk's choice 1, 2,
+  3, …). Only a stream that really holds several choices — a chunk with more than one, or
+  a new index that opens with a bare `role` delta, as each choice of an `n=2` stream does
+  (an upstream defaulting to `n=2`) — is narrowed to the first choice it showed, so
+  answers are not mixed.
 """
 
 from __future__ import annotations
@@ -137,6 +150,19 @@ def _upstream_error(payload: Any, raw: str) -> UpstreamError:
     )
 
 
+_ANSWER_FIELDS = ("content", "tool_calls", "function_call", "refusal", "reasoning_content")
+
+
+def _opens_a_choice(choice: dict[str, Any]) -> bool:
+    """A choice's opening chunk: a `role` and nothing of an answer yet (how OpenAI and
+    Fireworks start each choice of an `n=2` stream). Servers that renumber their single
+    choice send `role` with content in every chunk, so they never look like this."""
+    body = choice.get("delta")
+    if not isinstance(body, dict) or not body.get("role") or choice.get("finish_reason"):
+        return False
+    return not any(body.get(field) for field in _ANSWER_FIELDS)
+
+
 class ChunkAssembler:
     """Accumulates one streamed chat completion; feed it every SSE event, then call `finish`.
 
@@ -162,6 +188,10 @@ class ChunkAssembler:
         # Which of our calls an upstream `index` currently designates; see `_tool_call_slot`.
         self._slot_by_upstream_index: dict[int, ToolCall] = {}
         self._last_call: ToolCall | None = None
+        # The upstream `index` of the answer's choice (the first one seen), and the indices
+        # of other choices a stream with several of them opened.
+        self._answer_index: int | None = None
+        self._other_indices: set[int] = set()
 
     @property
     def content(self) -> str:
@@ -203,15 +233,49 @@ class ChunkAssembler:
             raise _upstream_error(chunk["error"], stripped)
         return self._apply(chunk)
 
-    def finish(self) -> None:
-        """Declare the byte stream over; a stream that never said it was complete is truncated."""
-        if not self.done and self.finish_reason is None:
+    @property
+    def delivered(self) -> bool:
+        """Something of an answer arrived: content, a tool call, a refusal or a finish_reason."""
+        return bool(self._content or self._calls or self._refusal or self.finish_reason)
+
+    def finish(self, error_field: str | None = None) -> None:
+        """Declare the byte stream over, judging what arrived (see the module docstring).
+
+        `error_field` is the value of a non-standard `error:` SSE field the stream carried
+        (`SSEParser.error_field`); it explains a stream that ends without an answer.
+        """
+        if self.delivered and (self.done or self.finish_reason is not None):
+            return
+        if error_field is not None:
+            raise self._error_field_error(error_field)
+        if not self.done:
             raise UpstreamTruncated(
                 "upstream stream ended without [DONE] and without a finish_reason "
                 f"({len(self.content)} content characters received)"
             )
+        raise UpstreamError(
+            "upstream ended the stream with [DONE] but sent no answer: no content, tool call, "
+            "refusal or finish_reason",
+            code="upstream_empty_answer",
+        )
 
     # -- internals -------------------------------------------------------------------------
+
+    @staticmethod
+    def _error_field_error(value: str) -> UpstreamError:
+        stripped = value.strip()
+        try:
+            decoded: Any = json.loads(stripped)
+        except (ValueError, RecursionError):
+            decoded = stripped
+        if isinstance(decoded, dict) and isinstance(decoded.get("error"), dict):
+            decoded = decoded["error"]
+        error = _upstream_error(decoded, stripped or "(empty error field)")
+        error.message = error.message.replace(
+            "upstream reported an error", "upstream reported an error (in an `error:` SSE field)", 1
+        )
+        error.args = (error.message,)
+        return error
 
     def _raise_error_event(self, data: str) -> None:
         """`event: error` always means failure, whatever shape its data has."""
@@ -249,7 +313,7 @@ class ChunkAssembler:
         if usage is not None:
             self.usage = usage
             delta.usage = usage
-        choice = self._first_choice(chunk.get("choices"))
+        choice = self._answer_choice(chunk.get("choices"))
         if choice is not None:
             self._apply_choice(choice, delta)
         return delta
@@ -271,19 +335,37 @@ class ChunkAssembler:
         if self.system_fingerprint is None and isinstance(fingerprint, str) and fingerprint:
             self.system_fingerprint = fingerprint
 
-    @staticmethod
-    def _first_choice(choices: Any) -> dict[str, Any] | None:
-        """The choice with index 0; `choices` may be empty, null or absent (usage chunks)."""
+    def _answer_choice(self, choices: Any) -> dict[str, Any] | None:
+        """The answer's choice in this chunk, if it has one (module docstring: the one choice
+        present is the answer); `choices` may be empty, null or absent (usage chunks)."""
         if choices is None:
             return None
         if not isinstance(choices, list):
             raise UpstreamProtocolError("upstream chunk field choices is not a list")
+        indexed: list[tuple[int, dict[str, Any]]] = []
         for position, choice in enumerate(choices):
             if not isinstance(choice, dict):
                 raise UpstreamProtocolError(f"upstream chunk choices[{position}] is not an object")
-            if choice.get("index", position) == 0:
-                return choice
-        return None
+            index = choice.get("index", position)
+            indexed.append((index if type(index) is int else position, choice))
+        if not indexed:
+            return None
+        if len(indexed) > 1:  # several choices at once: the answer's, or the lowest index
+            if self._answer_index is None:
+                self._answer_index = min(index for index, _ in indexed)
+            self._other_indices.update(i for i, _ in indexed if i != self._answer_index)
+            return next((c for i, c in indexed if i == self._answer_index), None)
+        index, choice = indexed[0]
+        if self._answer_index is None or index == self._answer_index:
+            self._answer_index = index
+            return choice
+        if index in self._other_indices:
+            return None
+        if _opens_a_choice(choice):
+            self._other_indices.add(index)  # a second choice opening: not the answer
+            return None
+        self._answer_index = index  # a server that renumbers its one choice chunk by chunk
+        return choice
 
     def _apply_choice(self, choice: dict[str, Any], delta: ChunkDelta) -> None:
         body = choice.get("delta")

@@ -256,7 +256,7 @@ class UpstreamStream:
                         watchdog.pause()
                         yield delta
                         watchdog.resume()
-                assembler.finish()
+                assembler.finish(parser.error_field)
         except TimeoutError:
             raise self._timeout_error(watchdog) from None
         except httpx.HTTPError as exc:
