@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from chatrelay.config_upstreams import UpstreamSettings, UpstreamTimeouts, load_upstreams
+from chatrelay.config_upstreams import base_url as upstream_base_url
 from chatrelay.errors import ConfigError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -50,10 +52,20 @@ class Settings:
     mock_token_delay: float = 0.02
     data_dir_setting: str | None = None
     cors_origins: tuple[str, ...] = ()  # empty: no CORS headers at all; ("*",): any origin
+    upstreams: UpstreamSettings = field(
+        default_factory=lambda: load_upstreams(
+            {},
+            base_url_value=DEFAULT_BASE_URL,
+            api_key=None,
+            timeouts=UpstreamTimeouts(),
+            max_retries=2,
+        )
+    )
 
     @property
     def use_mock_upstream(self) -> bool:
-        return not self.openai_api_key
+        """No key and no routes file: answers come from the built-in mock."""
+        return not self.openai_api_key and not self.upstreams.routed
 
     @property
     def is_sqlite(self) -> bool:
@@ -146,18 +158,6 @@ def _database_url(raw: str | None) -> str:
     )
 
 
-def _http_url(name: str, raw: str | None, default: str) -> str:
-    url = (raw or "").strip() or default
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
-    try:
-        parts.port  # noqa: B018
-    except ValueError:
-        raise ConfigError(f"{name} has an invalid port") from None
-    return url.rstrip("/")
-
-
 def _api_keys(raw: str | None) -> dict[str, str]:
     keys: dict[str, str] = {}
     if raw is None or raw == "":
@@ -238,8 +238,18 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         raise ConfigError("REDIS_URL must start with redis:// or rediss://")
     api_key = env.get("OPENAI_API_KEY", "").strip() or None
     default_model = env.get("CHATRELAY_DEFAULT_MODEL", "").strip() or "gpt-4o-mini"
+    timeouts = UpstreamTimeouts(
+        connect=_float(env, "CHATRELAY_UPSTREAM_CONNECT_TIMEOUT", 10.0),
+        first_byte=_float(env, "CHATRELAY_UPSTREAM_FIRST_BYTE_TIMEOUT", 60.0),
+        idle=_float(env, "CHATRELAY_UPSTREAM_IDLE_TIMEOUT", 60.0),
+        total=_float(env, "CHATRELAY_UPSTREAM_TOTAL_TIMEOUT", 600.0),
+    )
+    max_retries = _int(env, "CHATRELAY_UPSTREAM_MAX_RETRIES", 2)
+    base_url = upstream_base_url(
+        "OPENAI_BASE_URL", env.get("OPENAI_BASE_URL", "").strip() or DEFAULT_BASE_URL
+    )
     return Settings(
-        openai_base_url=_http_url("OPENAI_BASE_URL", env.get("OPENAI_BASE_URL"), DEFAULT_BASE_URL),
+        openai_base_url=base_url,
         openai_api_key=api_key,
         database_url=_database_url(env.get("DATABASE_URL")),
         redis_url=redis_url,
@@ -255,11 +265,11 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         finished_log_ttl=_float(env, "CHATRELAY_FINISHED_LOG_TTL", 30.0),
         stream_token_ttl=_float(env, "CHATRELAY_STREAM_TOKEN_TTL", 3600.0, minimum=1.0),
         include_usage=_bool(env, "CHATRELAY_INCLUDE_USAGE", True),
-        upstream_connect_timeout=_float(env, "CHATRELAY_UPSTREAM_CONNECT_TIMEOUT", 10.0),
-        upstream_first_byte_timeout=_float(env, "CHATRELAY_UPSTREAM_FIRST_BYTE_TIMEOUT", 60.0),
-        upstream_idle_timeout=_float(env, "CHATRELAY_UPSTREAM_IDLE_TIMEOUT", 60.0),
-        upstream_total_timeout=_float(env, "CHATRELAY_UPSTREAM_TOTAL_TIMEOUT", 600.0),
-        upstream_max_retries=_int(env, "CHATRELAY_UPSTREAM_MAX_RETRIES", 2),
+        upstream_connect_timeout=timeouts.connect,
+        upstream_first_byte_timeout=timeouts.first_byte,
+        upstream_idle_timeout=timeouts.idle,
+        upstream_total_timeout=timeouts.total,
+        upstream_max_retries=max_retries,
         upstream_max_event_bytes=_int(
             env, "CHATRELAY_UPSTREAM_MAX_EVENT_BYTES", 1_048_576, minimum=1024
         ),
@@ -268,4 +278,11 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         mock_token_delay=_float(env, "CHATRELAY_MOCK_TOKEN_DELAY", 0.02),
         data_dir_setting=env.get("CHATRELAY_DATA_DIR", "").strip() or None,
         cors_origins=_cors_origins(env.get("CHATRELAY_CORS_ORIGINS")),
+        upstreams=load_upstreams(
+            env,
+            base_url_value=base_url,
+            api_key=api_key,
+            timeouts=timeouts,
+            max_retries=max_retries,
+        ),
     )

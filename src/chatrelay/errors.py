@@ -48,6 +48,12 @@ class BadRequest(ChatRelayError):
     code = "bad_request"
 
 
+class UnknownModel(BadRequest):
+    """With a routes file, no upstream serves the requested model."""
+
+    code = "unknown_model"
+
+
 class Unauthorized(ChatRelayError):
     code = "unauthorized"
 

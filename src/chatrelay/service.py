@@ -7,6 +7,7 @@ Knows nothing of HTTP.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -39,11 +40,14 @@ class ChatService:
         default_model: str,
         *,
         context_tokens: int = 0,
+        check_model: Callable[[str], None] = lambda _model: None,
     ) -> None:
         self.repo = repo
         self.registry = registry
         self.default_model = default_model
         self.context_tokens = context_tokens
+        # Raises `UnknownModel` for a model no upstream serves (with a routes file).
+        self.check_model = check_model
 
     async def create_conversation(
         self,
@@ -54,6 +58,8 @@ class ChatService:
         model: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Conversation:
+        if model is not None:
+            self.check_model(model)
         conversation, _ = await self.repo.create_conversation(
             tenant=tenant,
             title=title,
@@ -158,7 +164,9 @@ class ChatService:
         params = options.params or {}
 
         def choose_model(conversation: Conversation) -> str:
-            return options.model or conversation.model or self.default_model
+            model = options.model or conversation.model or self.default_model
+            self.check_model(model)  # inside the transaction: a refusal stores nothing
+            return model
 
         turn = await self.repo.add_turn(
             tenant=tenant,

@@ -215,9 +215,12 @@ async def test_unknown_ids_and_routes(relay: Relay) -> None:
             f"/v1/messages/{MISSING_MSG}",
             "/v1/messages/%00%01",
             f"/v1/messages/{MISSING_MSG}/events",
-            "/v1/nothing-here",
+            "/nothing-here",
         ):
             assert_error(await client.get(path), 404, "not_found")
+        # Other /v1/ paths are ones an OpenAI-compatible client might call: OpenAI's shape.
+        unknown = await client.get("/v1/nothing-here")
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_url"
         assert_error(
             await client.post(f"/v1/conversations/{MISSING_CONV}/messages", json={"content": "x"}),
             404,

@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from chatrelay.errors import NotFound, UpstreamProtocolError
-from chatrelay.upstream.client import UpstreamClient
+
+
+class ModelSource(Protocol):
+    """Where the listing comes from (`upstream.router.UpstreamRouter`)."""
+
+    async def list_models(self) -> dict[str, Any]: ...
 
 
 def model_list(payload: dict[str, Any]) -> dict[str, Any]:
@@ -41,7 +46,7 @@ class ModelCatalog:
 
     def __init__(
         self,
-        upstream: UpstreamClient,
+        upstream: ModelSource,
         *,
         ttl: float = 60.0,
         clock: Callable[[], float] = time.monotonic,

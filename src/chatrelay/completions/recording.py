@@ -8,7 +8,7 @@ outlives the HTTP connection. A client resending its history with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,11 +105,15 @@ class ChatCompletions:
         registry: GenerationRegistry,
         subscriptions: Subscriptions,
         default_model: str,
+        *,
+        check_model: Callable[[str], None] = lambda _model: None,
     ) -> None:
         self.repo = repo
         self.registry = registry
         self.subscriptions = subscriptions
         self.default_model = default_model
+        # Raises `UnknownModel` for a model no upstream serves (with a routes file).
+        self.check_model = check_model
 
     async def start(
         self, tenant: str, request: CompletionRequest, *, conversation_id: str | None
@@ -123,6 +127,7 @@ class ChatCompletions:
         now = now_iso()
         if conversation_id is None:
             model = request.model or self.default_model
+            self.check_model(model)
             conversation, stored = await self.repo.create_conversation(
                 tenant=tenant,
                 title=_title(request.messages),
@@ -135,6 +140,7 @@ class ChatCompletions:
             conversation = await self.repo.get_conversation(tenant, conversation_id)
             new = unrecorded(request.messages, await self.repo.list_messages(conversation.id))
             model = request.model or conversation.model or self.default_model
+            self.check_model(model)
             stored = await self.repo.append_messages(
                 tenant,
                 conversation.id,

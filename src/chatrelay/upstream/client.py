@@ -23,13 +23,15 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from chatrelay.config_upstreams import AuthStyle, TrustSettings, UpstreamRoute, strip_credentials
 from chatrelay.errors import UpstreamError, UpstreamProtocolError
 from chatrelay.json_values import dumps_fast, loads_upstream
 from chatrelay.sse.event import SSEEvent
@@ -38,6 +40,7 @@ from chatrelay.upstream.assembler import ChunkAssembler, ChunkDelta
 from chatrelay.upstream.http_errors import Call, http_error, not_an_event_stream, transport_error
 from chatrelay.upstream.redact import scrub
 from chatrelay.upstream.timeouts import Phase, timeout_error
+from chatrelay.upstream.tls import tls_context
 from chatrelay.upstream.transport import Trace, UpstreamTransport
 from chatrelay.upstream.watchdog import Watchdog
 
@@ -55,7 +58,7 @@ _DRAIN_MAX_BYTES = 64 * 1024
 @dataclass(frozen=True)
 class UpstreamConfig:
     base_url: str
-    api_key: str | None
+    api_key: str | None = field(repr=False)
     connect_timeout: float = 10.0
     first_byte_timeout: float = 60.0
     idle_timeout: float = 60.0
@@ -64,6 +67,57 @@ class UpstreamConfig:
     retry_budget: float = 20.0
     include_usage: bool = True
     max_event_bytes: int = 1_048_576
+    name: str = "default"
+    auth: AuthStyle = AuthStyle.BEARER
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    trust: TrustSettings = field(default_factory=TrustSettings)
+    proxy: str | None = field(default=None, repr=False)
+    source: str = "OPENAI_BASE_URL"  # the setting to fix when the URL is wrong
+
+    @classmethod
+    def for_route(
+        cls,
+        route: UpstreamRoute,
+        *,
+        base_url: str | None = None,
+        retry_budget: float = 20.0,
+        include_usage: bool = True,
+        max_event_bytes: int = 1_048_576,
+    ) -> UpstreamConfig:
+        """A configured upstream; `base_url` overrides its URL (the built-in mock's)."""
+        return cls(
+            base_url=base_url or route.base_url,
+            api_key=route.api_key,
+            connect_timeout=route.timeouts.connect,
+            first_byte_timeout=route.timeouts.first_byte,
+            idle_timeout=route.timeouts.idle,
+            total_timeout=route.timeouts.total,
+            max_retries=route.max_retries,
+            retry_budget=retry_budget,
+            include_usage=include_usage,
+            max_event_bytes=max_event_bytes,
+            name=route.name,
+            auth=route.auth,
+            headers=route.headers,
+            trust=route.trust,
+            proxy=route.proxy,
+            source=route.source,
+        )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What redaction removes from every upstream-derived message."""
+        found = [self.api_key or "", *self.headers.values()]
+        if self.proxy:
+            found.append(urlsplit(self.proxy).password or "")
+        return tuple(value for value in found if len(value) >= 4)
+
+    def endpoint(self, name: str) -> str:
+        """`<base path>/<name>`, keeping the base URL's query string (Azure's
+        `api-version`) on every request."""
+        parts = urlsplit(self.base_url)
+        path = parts.path.rstrip("/") + "/" + name
+        return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
     @property
     def limits(self) -> dict[Phase, float]:
@@ -153,14 +207,15 @@ class UpstreamStream:
                         yield delta
                 return
             except UpstreamError as exc:
-                scrub(exc, cfg.api_key)
+                scrub(exc, cfg.secrets)
                 wait = self._retry_wait(exc, emitted, started, deadline)
                 if wait is None:
                     if self.attempts > 1:
                         exc.message = f"{exc.message} (gave up after {self.attempts} attempts)"
                         exc.args = (exc.message,)
                     log.warning(
-                        "upstream stream failed: %s%s after %d attempt(s): %s",
+                        "upstream %s stream failed: %s%s after %d attempt(s): %s",
+                        cfg.name,
                         exc.code,
                         f" (HTTP {exc.upstream_status})" if exc.upstream_status else "",
                         self.attempts,
@@ -193,7 +248,7 @@ class UpstreamStream:
 
     async def _attempt(self, deadline: float | None) -> AsyncGenerator[ChunkDelta, None]:
         cfg = self._client.config
-        secret = cfg.api_key
+        secret = cfg.secrets
         parser = SSEParser(max_line_bytes=cfg.max_event_bytes)
         assembler = self.assembler
         response: httpx.Response | None = None
@@ -218,7 +273,7 @@ class UpstreamStream:
                 if response.status_code >= 300:
                     watchdog.error_response = response
                     body = await _read_limited(response, watchdog.error_body, _MAX_ERROR_BODY)
-                    raise http_error(response, body, secret)
+                    raise self._client.http_error(response, body, "POST", "chat/completions")
                 if "json" in content_type:
                     for whole in await self._json_answer(response, assembler):
                         watchdog.pause()
@@ -226,7 +281,7 @@ class UpstreamStream:
                     return
                 if "html" in content_type:
                     body = await _read_limited(response, bytearray(), _MAX_ERROR_BODY)
-                    raise not_an_event_stream(body, content_type, secret)
+                    raise not_an_event_stream(body, content_type, secret, source=cfg.source)
                 chunks = response.aiter_bytes()
                 failure: SSEEventTooLarge | None = None
                 async for chunk in chunks:
@@ -300,7 +355,9 @@ class UpstreamStream:
         cfg = self._client.config
         if watchdog.error_response is not None:
             # The status line came, its body did not: report the status, not a timeout.
-            return http_error(watchdog.error_response, bytes(watchdog.error_body), cfg.api_key)
+            return self._client.http_error(
+                watchdog.error_response, bytes(watchdog.error_body), "POST", "chat/completions"
+            )
         return timeout_error(watchdog.kind, cfg.limits[watchdog.kind])
 
 
@@ -315,15 +372,16 @@ class UpstreamClient:
 
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
-        headers = {"User-Agent": "chatrelay"}
-        if config.api_key:
+        headers = {"User-Agent": "chatrelay", **config.headers}
+        if config.api_key and config.auth is AuthStyle.API_KEY:
+            headers["api-key"] = config.api_key
+        elif config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
         timeout = httpx.Timeout(
             connect=config.connect_timeout or None, read=None, write=_WRITE_TIMEOUT, pool=None
         )
-        self._transport = UpstreamTransport(httpx.create_ssl_context(trust_env=False))
+        self._transport = UpstreamTransport(tls_context(config.trust), proxy=config.proxy)
         self._http = httpx.AsyncClient(
-            base_url=config.base_url.rstrip("/") + "/",
             headers=headers,
             timeout=timeout,
             transport=self._transport,
@@ -331,7 +389,8 @@ class UpstreamClient:
         )
         # A stream's request is built from parts made once: the client's per-request
         # merging of URLs, headers and cookies was a tenth of a short stream's CPU.
-        self._chat_url = httpx.URL(config.base_url.rstrip("/") + "/chat/completions")
+        self._chat_url = httpx.URL(config.endpoint("chat/completions"))
+        self._models_url = httpx.URL(config.endpoint("models"))
         self._chat_headers = httpx.Headers(
             {
                 **headers,
@@ -374,16 +433,36 @@ class UpstreamClient:
     def stream_chat(self, body: dict[str, Any]) -> UpstreamStream:
         return UpstreamStream(self, self.chat_body(body))
 
+    def describe(self) -> str:
+        """One line for the start-up log: where the upstream is, how it is reached."""
+        cfg = self.config
+        key = f"key set, sent as {cfg.auth}" if cfg.api_key else "no key"
+        proxy = f", through proxy {strip_credentials(cfg.proxy)}" if cfg.proxy else ""
+        extra = f", extra headers {', '.join(sorted(cfg.headers))}" if cfg.headers else ""
+        ca = ", private CA" if cfg.trust.ca_file else ""
+        return f"upstream {cfg.name}: {strip_credentials(cfg.base_url)} ({key}{proxy}{extra}{ca})"
+
+    def http_error(
+        self, response: httpx.Response, body: bytes, method: str, name: str
+    ) -> UpstreamError:
+        """A non-2xx answer to `method <endpoint name>`, naming the URL and its setting."""
+        target = f"{method} {strip_credentials(self.config.endpoint(name))}"
+        return http_error(
+            response, body, self.config.secrets, target=target, source=self.config.source
+        )
+
     async def list_models(self) -> dict[str, Any]:
-        secret = self.config.api_key
+        secret = self.config.secrets
         try:
-            response = await self.http.get("models", timeout=self.config.first_byte_timeout or None)
+            response = await self.http.get(
+                self._models_url, timeout=self.config.first_byte_timeout or None
+            )
         except httpx.HTTPError as exc:
             raise transport_error(
                 exc, Call.MODELS, secret=secret, limits=self.config.limits
             ) from None
         if response.status_code >= 300:
-            raise http_error(response, response.content[:_MAX_ERROR_BODY], secret)
+            raise self.http_error(response, response.content[:_MAX_ERROR_BODY], "GET", "models")
         try:
             payload = response.json()
         except ValueError:

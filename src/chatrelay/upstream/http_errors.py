@@ -23,8 +23,9 @@ from typing import Any, NamedTuple
 import httpx
 
 from chatrelay.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
-from chatrelay.upstream.redact import redact, shorten
+from chatrelay.upstream.redact import Secrets, redact, shorten
 from chatrelay.upstream.timeouts import Phase, timeout_error
+from chatrelay.upstream.transport import UpstreamTLSError
 
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_\-:.]{1,100}")
@@ -117,21 +118,31 @@ def error_from_response(
     body: bytes,
     content_type: str,
     *,
-    secret: str | None,
+    secret: Secrets,
     retry_after: float | None = None,
     request_id: str | None = None,
     location: str | None = None,
+    target: str | None = None,
+    source: str = "OPENAI_BASE_URL",
 ) -> UpstreamError:
-    """A typed error for a non-2xx upstream answer, carrying the upstream's own message."""
+    """A typed error for a non-2xx upstream answer, carrying the upstream's own message.
+
+    `target` is the request as `METHOD url` and `source` the setting that made its URL: a
+    404 or a redirect names both, since a wrong base URL and an unknown model otherwise
+    read the same.
+    """
     text = body.decode("utf-8", "replace").strip()
     detail, payload = body_detail(text, content_type)
     if 300 <= status < 400:
         where = f" to {location}" if location else ""
-        detail = f"redirected{where}; check OPENAI_BASE_URL ({detail})"
+        detail = f"redirected{where}; check {source} ({detail})"
     # Redact before shortening, so that a cut can never leave a piece of the key behind
     # (redact() catches pieces too, this is belt and braces).
     detail = shorten(redact(detail, secret))
-    message = f"upstream answered HTTP {status}: {detail}"
+    at = f" for {target}" if target else ""
+    message = f"upstream answered HTTP {status}{at}: {detail}"
+    if status == 404:
+        message += f" (check {source}, or whether the upstream serves this model)"
     if request_id and _REQUEST_ID.fullmatch(request_id):
         message += f" [upstream request id {request_id}]"
     message = redact(message, secret)
@@ -160,7 +171,14 @@ def error_from_response(
     return UpstreamError(message, code="upstream_bad_request", upstream_status=status)
 
 
-def http_error(response: httpx.Response, body: bytes, secret: str | None) -> UpstreamError:
+def http_error(
+    response: httpx.Response,
+    body: bytes,
+    secret: Secrets,
+    *,
+    target: str | None = None,
+    source: str = "OPENAI_BASE_URL",
+) -> UpstreamError:
     """`error_from_response` for an httpx response whose body (or its start) was read."""
     headers = response.headers
     return error_from_response(
@@ -171,15 +189,18 @@ def http_error(response: httpx.Response, body: bytes, secret: str | None) -> Ups
         retry_after=parse_retry_after(headers),
         request_id=headers.get("x-request-id") or headers.get("request-id"),
         location=headers.get("location"),
+        target=target,
+        source=source,
     )
 
 
-def not_an_event_stream(body: bytes, content_type: str, secret: str | None) -> UpstreamError:
+def not_an_event_stream(
+    body: bytes, content_type: str, secret: Secrets, *, source: str = "OPENAI_BASE_URL"
+) -> UpstreamError:
     """A 2xx HTML page where the event stream should be (a captive portal, a wrong URL)."""
     page, _ = body_detail(body.decode("utf-8", "replace").strip(), content_type)
     return UpstreamProtocolError(
-        f"upstream answered {shorten(redact(page, secret))}, not an event "
-        "stream; check OPENAI_BASE_URL"
+        f"upstream answered {shorten(redact(page, secret))}, not an event stream; check {source}"
     )
 
 
@@ -200,7 +221,8 @@ class _Outcome(NamedTuple):
     message: str | None = None
 
 
-_UNREACHABLE = _Outcome("upstream_unreachable", "could not reach the upstream: {name}")
+_UNREACHABLE = _Outcome("upstream_unreachable", "could not reach the upstream: {detail}")
+_TLS = _Outcome("upstream_tls_error", "TLS verification of the upstream failed: {detail}")
 _CONNECT_TIMEOUT = _Outcome("upstream_timeout_connect")
 _FIRST_BYTE_TIMEOUT = _Outcome("upstream_timeout_first_byte")
 
@@ -209,6 +231,7 @@ _FIRST_BYTE_TIMEOUT = _Outcome("upstream_timeout_first_byte")
 _TRANSPORT_FAILURES: tuple[tuple[tuple[type[httpx.HTTPError], ...], _Outcome, _Outcome], ...] = (
     # exceptions, then the outcome for Call.STREAM, then for Call.MODELS
     ((httpx.ConnectTimeout,), _CONNECT_TIMEOUT, _CONNECT_TIMEOUT),
+    ((UpstreamTLSError,), _TLS, _TLS),  # fails the same way every time: never retried
     (
         (httpx.ConnectError,),
         _Outcome("upstream_unreachable", "could not connect to the upstream: {detail}"),
@@ -252,7 +275,7 @@ _TIMEOUT_PREFIX = "upstream_timeout_"
 
 
 def transport_error(
-    exc: httpx.HTTPError, call: Call, *, secret: str | None, limits: Mapping[Phase, float]
+    exc: httpx.HTTPError, call: Call, *, secret: Secrets, limits: Mapping[Phase, float]
 ) -> UpstreamError:
     """The typed error for an httpx failure of `call`; `limits` name a timeout's seconds."""
     outcome = next(

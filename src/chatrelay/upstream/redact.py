@@ -9,8 +9,13 @@ raised) on its way out of the client; `shorten` bounds a message after redaction
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from chatrelay.errors import UpstreamError
+
+# The upstream key, or every secret of an upstream: its key, its extra headers' values, its
+# proxy's password.
+Secrets = str | Sequence[str] | None
 
 _MAX_ERROR_MESSAGE = 300  # characters of the upstream's own message we carry
 _REDACTED = "[redacted]"
@@ -19,7 +24,18 @@ _TOKEN = re.compile(r"[A-Za-z0-9_\-.~+/=*•…]+")
 _MASK = re.compile(r"[*•…]|\.{3}")
 
 
-def redact(text: str, secret: str | None) -> str:
+def redact(text: str, secret: Secrets) -> str:
+    """`text` with each secret removed: whole, any `_FRAGMENT`-long piece, or masked."""
+    if not secret:
+        return text
+    if isinstance(secret, str):
+        return _redact_one(text, secret)
+    for one in secret:
+        text = _redact_one(text, one)
+    return text
+
+
+def _redact_one(text: str, secret: str) -> str:
     """`text` with the secret removed: whole, any `_FRAGMENT`-long piece, or masked.
 
     Upstreams echo keys in several shapes: whole ("Incorrect API key provided: sk-…"),
@@ -56,7 +72,7 @@ def _leaks(token: str, secret: str, pieces: set[str]) -> bool:
     return False
 
 
-def scrub(exc: UpstreamError, secret: str | None) -> None:
+def scrub(exc: UpstreamError, secret: Secrets) -> None:
     """Redact an error in place (the chunk assembler's in-band errors are not redacted)."""
     clean = redact(exc.message, secret)
     if clean != exc.message:

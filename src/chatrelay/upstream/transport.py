@@ -33,6 +33,43 @@ _TRACE: contextvars.ContextVar[Trace | None] = contextvars.ContextVar(
     "chatrelay_upstream_trace", default=None
 )
 
+
+class UpstreamTLSError(httpx.ConnectError):
+    """The upstream's certificate was refused, or TLS failed before any HTTP was spoken.
+
+    httpcore reports these as a plain `ConnectError`; they get a class of their own because
+    they fail the same way every time (no retry) and the operator needs to know which way.
+    """
+
+
+# What an OpenSSL verification code means to an operator (`X509_V_ERR_*`).
+_VERIFY_REASONS = {
+    9: "the certificate is not yet valid",
+    10: "the certificate has expired",
+    18: "the certificate is self-signed and not trusted",
+    19: "a self-signed certificate in the chain is not trusted",
+    20: "unknown issuer: the certificate's CA is not trusted",
+    21: "unknown issuer: the certificate's CA is not trusted",
+    62: "wrong host: the certificate is not valid for this host name",
+}
+_TRUST_HINT = " (trust a private CA with CHATRELAY_UPSTREAM_CA_FILE or SSL_CERT_FILE)"
+
+
+def _tls_failure(exc: aiohttp.ClientSSLError) -> UpstreamTLSError:
+    cause: BaseException | None = getattr(exc, "certificate_error", None) or exc.__cause__
+    if not isinstance(cause, ssl.SSLError):
+        cause = getattr(exc, "os_error", None)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        code = cause.verify_code
+        reason = _VERIFY_REASONS.get(code, "the certificate was refused")
+        if code in (18, 19, 20, 21):
+            reason += _TRUST_HINT
+        detail = cause.verify_message or str(cause)
+        return UpstreamTLSError(f"{reason} ({detail})")
+    detail = str(cause) if cause is not None else str(exc)
+    return UpstreamTLSError(f"the TLS handshake failed ({detail})")
+
+
 # aiohttp's failures as the httpx exception httpcore raises for the same event; the first
 # matching row wins, so subclasses come first.
 _FAILURES: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
@@ -54,6 +91,8 @@ _FAILURES: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = 
 def _as_httpx(exc: BaseException) -> httpx.TransportError | None:
     """The httpx error for an aiohttp failure (possibly already wrapped by the library)."""
     cause = exc.__cause__ if isinstance(exc, httpx.HTTPError) else exc
+    if isinstance(cause, aiohttp.ClientSSLError):
+        return _tls_failure(cause)
     for aiohttp_type, httpx_type in _FAILURES:
         if isinstance(cause, aiohttp_type):
             return httpx_type(f"{type(cause).__name__}: {cause}")
@@ -90,9 +129,15 @@ class _Body(httpx.AsyncByteStream):
 
 
 class UpstreamTransport(AiohttpTransport):
-    """One aiohttp session (no limit on connections) behind httpx's transport interface."""
+    """One aiohttp session (no limit on connections) behind httpx's transport interface.
 
-    def __init__(self, tls: ssl.SSLContext, *, keepalive_expiry: float = 60.0) -> None:
+    `proxy` (`http://[user:pass@]host:port`) is decided once from the environment by the
+    configuration; the session itself never reads the environment.
+    """
+
+    def __init__(
+        self, tls: ssl.SSLContext, *, keepalive_expiry: float = 60.0, proxy: str | None = None
+    ) -> None:
         tracing = aiohttp.TraceConfig()
         tracing.on_request_headers_sent.append(_headers_sent)
 
@@ -103,7 +148,12 @@ class UpstreamTransport(AiohttpTransport):
                 connector=connector, trace_configs=[tracing], auto_decompress=False
             )
 
-        super().__init__(verify=tls, trust_env=False, client=session)
+        super().__init__(
+            verify=tls,
+            trust_env=False,
+            client=session,
+            proxy=httpx.Proxy(proxy) if proxy else None,
+        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         token = _TRACE.set(request.extensions.get("trace"))

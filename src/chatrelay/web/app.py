@@ -19,6 +19,7 @@ from chatrelay.storage.migrations import apply_migrations
 from chatrelay.storage.repository import Repository
 from chatrelay.storage.spool import Spool
 from chatrelay.upstream.client import UpstreamClient, UpstreamConfig
+from chatrelay.upstream.router import UpstreamRouter
 from chatrelay.web.auth import Authenticator
 from chatrelay.web.context import AppContext
 from chatrelay.web.cors import cors_middleware
@@ -28,19 +29,24 @@ from chatrelay.web.routes import conversations, health, messages, openai, page
 log = logging.getLogger("chatrelay")
 
 
-def upstream_config(settings: Settings, base_url: str) -> UpstreamConfig:
-    return UpstreamConfig(
-        base_url=base_url,
-        api_key=settings.openai_api_key,
-        connect_timeout=settings.upstream_connect_timeout,
-        first_byte_timeout=settings.upstream_first_byte_timeout,
-        idle_timeout=settings.upstream_idle_timeout,
-        total_timeout=settings.upstream_total_timeout,
-        max_retries=settings.upstream_max_retries,
-        retry_budget=settings.upstream_retry_budget,
-        include_usage=settings.include_usage,
-        max_event_bytes=settings.upstream_max_event_bytes,
-    )
+def upstream_router(settings: Settings, mock_url: str | None = None) -> UpstreamRouter:
+    """A client per configured upstream (the built-in mock's URL for the single one, when on)."""
+    routes = [
+        (
+            route,
+            UpstreamClient(
+                UpstreamConfig.for_route(
+                    route,
+                    base_url=mock_url,
+                    retry_budget=settings.upstream_retry_budget,
+                    include_usage=settings.include_usage,
+                    max_event_bytes=settings.upstream_max_event_bytes,
+                )
+            ),
+        )
+        for route in settings.upstreams.routes
+    ]
+    return UpstreamRouter(routes, routed=settings.upstreams.routed)
 
 
 def _warn_about_defaults(settings: Settings) -> None:
@@ -61,20 +67,24 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             _warn_about_defaults(settings)
-            base_url = settings.openai_base_url
+            mock_url: str | None = None
             if settings.use_mock_upstream:
                 from chatrelay.mock_upstream import MockUpstreamServer
 
                 mock = MockUpstreamServer(token_delay=settings.mock_token_delay)
-                base_url = await mock.start()
+                mock_url = await mock.start()
                 stack.push_async_callback(mock.stop)
-                log.warning("mock upstream listening at %s", base_url)
+                log.warning("mock upstream listening at %s", mock_url)
             db = Database(settings.database_url)
             await db.connect()
             stack.push_async_callback(db.disconnect)
             await apply_migrations(db)
-            upstream = UpstreamClient(upstream_config(settings, base_url))
+            upstream = upstream_router(settings, mock_url)
             stack.push_async_callback(upstream.aclose)
+            for line in upstream.describe():
+                log.info("%s", line)
+            if settings.upstreams.check_at_start:
+                await upstream.check()
             repo = Repository(db)
             engine = await Engine.start(
                 repo,
@@ -94,9 +104,14 @@ def create_app(settings: Settings) -> Starlette:
                     engine.registry,
                     settings.default_model,
                     context_tokens=settings.context_tokens,
+                    check_model=upstream.check_model,
                 ),
                 completions=ChatCompletions(
-                    repo, engine.registry, engine.subscriptions, settings.default_model
+                    repo,
+                    engine.registry,
+                    engine.subscriptions,
+                    settings.default_model,
+                    check_model=upstream.check_model,
                 ),
                 models=ModelCatalog(upstream),
                 auth=Authenticator(settings.api_keys, settings.secret, settings.stream_token_ttl),

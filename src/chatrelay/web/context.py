@@ -15,7 +15,7 @@ from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.generation.subscription import Subscriptions
 from chatrelay.service import ChatService
 from chatrelay.storage.database import Database
-from chatrelay.upstream.client import UpstreamClient
+from chatrelay.upstream.router import UpstreamRouter
 from chatrelay.web.auth import Authenticator
 
 
@@ -23,7 +23,7 @@ from chatrelay.web.auth import Authenticator
 class AppContext:
     settings: Settings
     db: Database
-    upstream: UpstreamClient
+    upstream: UpstreamRouter
     engine: Engine
     chat: ChatService
     completions: ChatCompletions

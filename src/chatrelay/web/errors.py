@@ -138,6 +138,7 @@ EXCEPTION_HANDLERS = {
 _OPENAI_STATUS = {
     "upstream_auth_failed": 502,  # the relay's upstream key, not the client's: a gateway fault
     "upstream_not_found": 404,
+    "unknown_model": 404,  # as OpenAI answers a model it does not have
     "upstream_rate_limited": 429,
     "upstream_bad_request": 400,  # the client's own fields, passed through, were refused
     "upstream_unavailable": 502,

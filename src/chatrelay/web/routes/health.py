@@ -30,6 +30,9 @@ async def readyz(request: Request) -> JSONResponse:
     problem = ctx.persistence.storage_problem
     if checks["database"] == "ok" and problem:
         checks["database"] = f"write trouble: {problem}"
+    upstreams = await ctx.upstream.readiness()
+    for name, result in (upstreams or {}).items():
+        checks["upstream" if name == "default" else f"upstream:{name}"] = result
     if ctx.registry.draining:
         checks["service"] = "draining for shutdown"
     ok = all(value == "ok" for value in checks.values())

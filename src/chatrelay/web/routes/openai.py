@@ -124,6 +124,8 @@ async def retrieve_model(request: Request) -> Response:
     ctx = context(request)
     ctx.auth.tenant(request)
     model_id: str = request.path_params["model_id"]
+    if not model_id:  # `/v1/models/`: paths are exact here, an extra slash is no route
+        raise NotFound(f"no route for {request.method} {request.url.path}")
     return JSONResponse(await ctx.models.model(model_id))
 
 
