@@ -79,7 +79,14 @@ class EmbeddedServer(uvicorn.Server):
     levels under the host. This class does neither; run `serve()` as its own task.
     """
 
-    def __init__(self, app: ASGIApp, *, graceful_timeout: int = 1) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        graceful_timeout: int = 1,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+    ) -> None:
         config = uvicorn.Config(
             app,
             log_config=None,
@@ -91,6 +98,8 @@ class EmbeddedServer(uvicorn.Server):
             proxy_headers=False,
             server_header=False,
             timeout_graceful_shutdown=graceful_timeout,
+            ssl_certfile=ssl_certfile,  # the tests' HTTPS upstreams
+            ssl_keyfile=ssl_keyfile,
         )
         super().__init__(config)
         host_logger = logging.getLogger("uvicorn.error")

@@ -13,6 +13,11 @@ from pathlib import Path
 import httpx
 
 
+_HOST_SETTINGS = frozenset(
+    {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -32,10 +37,13 @@ class ServiceProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> None:
+        # The service reads these; a test sets what it needs (the machine's own proxy or CA
+        # settings would otherwise route or trust the fake upstreams differently).
         env = {
             k: v
             for k, v in os.environ.items()
             if not k.startswith(("OPENAI_", "CHATRELAY_", "DATABASE_URL", "REDIS_URL"))
+            and k.upper() not in _HOST_SETTINGS
         }
         env.update(self.env)
         self._log = open(self.log_path, "ab")  # noqa: SIM115  # closed in stop()

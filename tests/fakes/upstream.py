@@ -60,6 +60,7 @@ class RecordedRequest:
     headers: dict[str, str]  # lower-cased names
     body: Any  # parsed JSON body (or raw text if not JSON)
     client: tuple[str, int] | None = None  # the peer address: which connection carried it
+    query: str = ""  # the raw query string
 
 
 class _Stop(Exception):
@@ -132,8 +133,25 @@ async def _read_body(receive: Receive) -> bytes:
 class FakeUpstream:
     """Scriptable OpenAI-compatible server on 127.0.0.1:PORT, served from a background thread."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        api_root: str = "/v1",
+        require_query: str | None = None,
+        require_api_key: str | None = None,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        """`api_root` is where `/chat/completions` and `/models` live (Azure: a deployment's
+        path); `require_query` (e.g. `api-version=2024-10-21`) and `require_api_key` (an
+        `api-key` header; a Bearer token is then refused) make it insist as Azure does.
+        `certfile`/`keyfile` serve HTTPS; `host` is the name `base_url` uses."""
         self.base_url = ""
+        self.api_root = api_root.rstrip("/")
+        self.require_query = require_query
+        self.require_api_key = require_api_key
+        self._certfile, self._keyfile, self._host = certfile, keyfile, host
         self.models: list[str] = ["fake-model"]
         self._cond = threading.Condition()
         self._queue: deque[Reply] = deque()
@@ -152,7 +170,9 @@ class FakeUpstream:
         if self._thread is not None:
             raise RuntimeError("fake upstream already started")
         sock, port = bind_localhost()
-        self._server = server = EmbeddedServer(self._app)
+        self._server = server = EmbeddedServer(
+            self._app, ssl_certfile=self._certfile, ssl_keyfile=self._keyfile
+        )
         self._thread = threading.Thread(
             target=asyncio.run, args=(self._serve(server, sock),), name="fake-upstream", daemon=True
         )
@@ -164,7 +184,8 @@ class FakeUpstream:
                 sock.close()
                 raise RuntimeError("fake upstream did not start")
             time.sleep(0.002)
-        self.base_url = f"http://127.0.0.1:{port}/v1"
+        scheme = "https" if self._certfile else "http"
+        self.base_url = f"{scheme}://{self._host}:{port}{self.api_root}"
 
     async def _serve(self, server: EmbeddedServer, sock: socket.socket) -> None:
         self._loop = asyncio.get_running_loop()
@@ -248,14 +269,20 @@ class FakeUpstream:
         if scope["type"] != "http":
             return
         method, path = scope["method"], scope["path"]
+        query = scope.get("query_string", b"").decode("latin-1")
         raw = await _read_body(receive)
-        if method == "GET" and path == "/v1/models":
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal = self._refusal(headers, query)
+        if refusal is not None:
+            await self._json(send, refusal[0], {"error": {"message": refusal[1]}})
+            return
+        if method == "GET" and path == f"{self.api_root}/models":
             data = [
                 {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models
             ]
             await self._json(send, 200, {"object": "list", "data": data})
             return
-        if method != "POST" or path != "/v1/chat/completions":
+        if method != "POST" or path != f"{self.api_root}/chat/completions":
             error = {"message": f"{method} {path} not found", "type": "invalid_request_error"}
             await self._json(send, 404, {"error": error})
             return
@@ -265,11 +292,10 @@ class FakeUpstream:
             body = json.loads(raw)
         except ValueError:
             body = raw.decode("utf-8", "replace")
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         with self._cond:
             peer = scope.get("client")
             self._requests.append(
-                RecordedRequest(method, path, headers, body, tuple(peer) if peer else None)
+                RecordedRequest(method, path, headers, body, tuple(peer) if peer else None, query)
             )
             reply = self._queue.popleft() if self._queue else self._default
             self._cond.notify_all()
@@ -286,6 +312,17 @@ class FakeUpstream:
         else:
             script = self._completion(reply, send)
         await self._race(script, receive)
+
+    def _refusal(self, headers: dict[str, str], query: str) -> tuple[int, str] | None:
+        """What an Azure-like deployment says to a request it does not accept."""
+        if self.require_query is not None and self.require_query not in query.split("&"):
+            return 404, f"Resource not found (the query must hold {self.require_query})"
+        if self.require_api_key is not None:
+            if "authorization" in headers:
+                return 401, "Bearer tokens are not accepted here; send an api-key header"
+            if headers.get("api-key") != self.require_api_key:
+                return 401, "Access denied due to invalid subscription key"
+        return None
 
     async def _race(self, script: Callable[[], Awaitable[None]], receive: Receive) -> None:
         """Run the script until it ends, the client leaves (counted), or the server stops."""
