@@ -7,12 +7,16 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from chatrelay.completions.catalog import ModelCatalog
 from chatrelay.completions.recording import ChatCompletions
-from chatrelay.config import Settings
+from chatrelay.config import LogFormat, Settings
 from chatrelay.generation.engine import Engine
+from chatrelay.metrics import Metrics
+from chatrelay.observe import Fanout
+from chatrelay.outcome_log import OutcomeLog
 from chatrelay.service import ChatService
 from chatrelay.storage.database import Database
 from chatrelay.storage.migrations import apply_migrations
@@ -23,7 +27,9 @@ from chatrelay.web.auth import Authenticator
 from chatrelay.web.context import AppContext
 from chatrelay.web.cors import cors_middleware
 from chatrelay.web.errors import EXCEPTION_HANDLERS
+from chatrelay.web.instrumentation import Instrumentation
 from chatrelay.web.routes import conversations, health, messages, openai, page
+from chatrelay.web.routes import metrics as metrics_route
 
 log = logging.getLogger("chatrelay")
 
@@ -56,7 +62,11 @@ def _warn_about_defaults(settings: Settings) -> None:
         log.warning("CHATRELAY_SECRET is not set: stream_url tokens die with this process")
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlette:
+    """The app; its metrics live on their own registry (`metrics`, or a new one)."""
+    metrics = metrics if metrics is not None else Metrics()
+    observer = Fanout([metrics, OutcomeLog(log_content=settings.log_content)])
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
@@ -73,7 +83,7 @@ def create_app(settings: Settings) -> Starlette:
             await db.connect()
             stack.push_async_callback(db.disconnect)
             await apply_migrations(db)
-            upstream = UpstreamClient(upstream_config(settings, base_url))
+            upstream = UpstreamClient(upstream_config(settings, base_url), observer=observer)
             stack.push_async_callback(upstream.aclose)
             repo = Repository(db)
             engine = await Engine.start(
@@ -82,6 +92,7 @@ def create_app(settings: Settings) -> Starlette:
                 spool=Spool(settings.data_dir / "spool"),
                 checkpoint_interval=settings.checkpoint_interval,
                 finished_log_ttl=settings.finished_log_ttl,
+                observer=observer,
             )
             stack.push_async_callback(engine.close)
             app.state.chatrelay = AppContext(
@@ -112,14 +123,21 @@ def create_app(settings: Settings) -> Starlette:
         *conversations.routes,
         *messages.routes,
         *openai.routes,
+        *metrics_route.routes(settings, metrics),
         *page.routes,
     ]
+    # Instrumentation first: outermost, so every response (CORS preflights included) has
+    # its `x-request-id` and is counted.
+    instrumentation = Middleware(
+        Instrumentation, metrics=metrics, log_requests=settings.log_format is LogFormat.JSON
+    )
     app = Starlette(
         routes=routes,
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=cors_middleware(settings.cors_origins),
+        middleware=[instrumentation, *cors_middleware(settings.cors_origins)],
         lifespan=lifespan,
     )
+    app.state.metrics = metrics
     # Starlette answers `/v1/conversations/` with a 307 to an absolute URL built from the
     # request's Host header, which a client (or a poisoned cache) controls. Every path is
     # exact here: an extra slash is the JSON 404 like any other unknown path.
