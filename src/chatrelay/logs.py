@@ -57,6 +57,7 @@ def configure_logging(
     handler = logging.StreamHandler(sys.stderr)
     if log_format is LogFormat.JSON:
         handler.setFormatter(JsonFormatter())
+        logging.captureWarnings(True)  # Python's warnings too, rather than bare stderr text
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     for log_filter in filters:
