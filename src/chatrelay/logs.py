@@ -24,6 +24,18 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 FIELDS = "fields"  # the `extra` key whose dict a JSON line is extended with
 
 
+class TextFormatter(logging.Formatter):
+    """The readable line, with ` [request <id>]` when it was logged under a request."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        request_id = current_request_id()
+        return line if request_id is None else f"{line} [request {request_id}]"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record; structured `fields` are merged in at the top level."""
 
@@ -59,7 +71,7 @@ def configure_logging(
         handler.setFormatter(JsonFormatter())
         logging.captureWarnings(True)  # Python's warnings too, rather than bare stderr text
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(TextFormatter())
     for log_filter in filters:
         handler.addFilter(log_filter)
     root = logging.getLogger()

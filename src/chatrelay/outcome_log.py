@@ -69,12 +69,11 @@ class OutcomeLog(Observer):
         ttft = f", ttft {outcome.ttft:.3f}s" if outcome.ttft is not None else ""
         log.log(
             level,
-            "generation %s %s%s in %.3fs%s (request %s)",
+            "generation %s %s%s in %.3fs%s",
             outcome.final.id,
             outcome.status.value,
             error,
             outcome.duration,
             ttft,
-            outcome.request_id or "-",
             extra={FIELDS: outcome_fields(outcome, with_content=self._log_content)},
         )

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from chatrelay import request_context
 from chatrelay.config import LogFormat, load_settings
 from chatrelay.errors import ConfigError
-from chatrelay.logs import FIELDS, JsonFormatter
+from chatrelay.logs import FIELDS, JsonFormatter, TextFormatter
 from chatrelay.metrics import Metrics, code_label
 from chatrelay.request_context import RequestInfo, accept_request_id
 
@@ -107,3 +107,13 @@ def test_observability_settings() -> None:
 def test_bad_observability_settings_stop_start_up(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load_settings({name: value})
+
+
+def test_text_lines_name_the_request_they_were_logged_under() -> None:
+    record = logging.LogRecord("chatrelay", logging.WARNING, __file__, 1, "slow", None, None)
+    assert TextFormatter().format(record).endswith("WARNING chatrelay: slow")
+    token = request_context.begin(RequestInfo("req-2", 0.0))
+    try:
+        assert TextFormatter().format(record).endswith("chatrelay: slow [request req-2]")
+    finally:
+        request_context.end(token)
