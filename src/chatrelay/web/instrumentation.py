@@ -4,8 +4,8 @@ Outermost of the app's middleware, so every response it produces carries `x-requ
 errors, 404s, CORS preflights, event streams and the OpenAI routes alike. An incoming
 `X-Request-Id` is kept when well-formed (`request_context.accept_request_id`), else a new
 id replaces it. Pure ASGI rather than `BaseHTTPMiddleware`, which buffers responses and
-breaks streaming: the `send` wrapper only touches the response start, then forwards body
-messages untouched, so an event stream costs one comparison per write.
+breaks streaming: the `send` wrapper only touches the response start, then hands body
+messages straight on, so an event stream costs one comparison per write.
 
 An exception no handler answered would otherwise be turned into a 500 by Starlette's
 `ServerErrorMiddleware`, outside this one and without the id; it is answered here
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -72,24 +73,26 @@ class Instrumentation:
         streamed = False
         metrics = self._metrics
 
-        async def send_with_id(message: Message) -> None:
+        def send_with_id(message: Message) -> Awaitable[None]:
+            # A plain function: a body write returns `send`'s own awaitable, so a stream's
+            # writes cost no extra coroutine here, only this comparison.
+            if message["type"] != "http.response.start":
+                return send(message)
             nonlocal status, streamed
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = [
-                    (key, value)
-                    for key, value in message.get("headers", ())
-                    if key.lower() != REQUEST_ID_HEADER
-                ]
-                headers.append(request_id)
-                streamed = any(
-                    key.lower() == b"content-type" and value.startswith(_EVENT_STREAM)
-                    for key, value in headers
-                )
-                if streamed:
-                    metrics.subscriber_opened()
-                message = {**message, "headers": headers}
-            await send(message)
+            status = message["status"]
+            headers = [
+                (key, value)
+                for key, value in message.get("headers", ())
+                if key.lower() != REQUEST_ID_HEADER
+            ]
+            headers.append(request_id)
+            streamed = any(
+                key.lower() == b"content-type" and value.startswith(_EVENT_STREAM)
+                for key, value in headers
+            )
+            if streamed:
+                metrics.subscriber_opened()
+            return send({**message, "headers": headers})
 
         token = request_context.begin(info)
         try:
