@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 
-from chatrelay.config import Settings, load_settings
+from chatrelay.config import LogFormat, Settings, load_settings
 from chatrelay.errors import ChatRelayError
 
 
@@ -109,10 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.port < 65536:
         print(f"chatrelay: --port must be between 1 and 65535, got {args.port}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from chatrelay.logs import configure_logging
+    from chatrelay.web.log_redaction import QueryRedactionFilter
+
+    try:
+        settings = load_settings()
+    except ChatRelayError as exc:
+        print(f"chatrelay: {exc.message}", file=sys.stderr)
+        return 2
+    json_logs = settings.log_format is LogFormat.JSON
+    # Every record this handler writes has query credentials redacted, whatever logged it.
+    configure_logging(args.log_level, settings.log_format, filters=[QueryRedactionFilter()])
     # httpx logs a line per upstream call, and httpcore's debug lines carry raw headers
     # (which could echo the upstream key): neither goes below WARNING.
     for noisy in ("httpx", "httpcore"):
@@ -123,13 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     try:
-        settings = load_settings()
         asyncio.run(_preflight(settings))
     except ChatRelayError as exc:
         print(f"chatrelay: {exc.message}", file=sys.stderr)
         return 2 if exc.code == "config_error" else 1
 
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     from chatrelay.web import log_redaction
     from chatrelay.web.app import create_app
@@ -141,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        # JSON: uvicorn's loggers go through the root handler (one JSON line each), and the
+        # access log gives way to the service's own request line, which has the request id,
+        # the route template and no query string.
+        log_config=None if json_logs else LOGGING_CONFIG,
+        access_log=not json_logs,
         lifespan="on",
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,

@@ -10,6 +10,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,6 +20,13 @@ from chatrelay.errors import ConfigError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_DATA_DIR = "data"
+
+
+class LogFormat(StrEnum):
+    """`CHATRELAY_LOG_FORMAT`: the readable text lines, or one JSON object per line."""
+
+    TEXT = "text"
+    JSON = "json"
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,10 @@ class Settings:
             max_retries=2,
         )
     )
+    log_format: LogFormat = LogFormat.TEXT
+    log_content: bool = False  # prompt and answer text in generation log lines (debugging)
+    metrics_enabled: bool = True  # GET /metrics
+    metrics_token: str | None = field(default=None, repr=False)  # bearer token /metrics wants
 
     @property
     def use_mock_upstream(self) -> bool:
@@ -219,6 +231,27 @@ def _cors_origins(raw: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(origins))
 
 
+def _log_format(raw: str | None) -> LogFormat:
+    value = (raw or "").strip().lower()
+    if not value:
+        return LogFormat.TEXT
+    try:
+        return LogFormat(value)
+    except ValueError:
+        raise ConfigError(f"CHATRELAY_LOG_FORMAT must be text or json, got {raw!r}") from None
+
+
+def _metrics_token(raw: str | None) -> str | None:
+    token = (raw or "").strip()
+    if not token:
+        return None
+    if len(token) < 16 or not token.isascii() or not token.isprintable() or " " in token:
+        raise ConfigError(
+            "CHATRELAY_METRICS_TOKEN must be at least 16 printable ASCII characters, no spaces"
+        )
+    return token
+
+
 def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
     """Build settings from `environ` (default: the process environment plus `./.env`)."""
     if environ is None:
@@ -285,4 +318,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
             timeouts=timeouts,
             max_retries=max_retries,
         ),
+        log_format=_log_format(env.get("CHATRELAY_LOG_FORMAT")),
+        log_content=_bool(env, "CHATRELAY_LOG_CONTENT", False),
+        metrics_enabled=_bool(env, "CHATRELAY_METRICS", True),
+        metrics_token=_metrics_token(env.get("CHATRELAY_METRICS_TOKEN")),
     )

@@ -89,7 +89,11 @@ class HttpProxy:
         method, target, version = lines[0].split(" ", 2)
         headers = [line for line in lines[1:] if line]
         auth = next(
-            (h.split(":", 1)[1].strip() for h in headers if h.lower().startswith("proxy-authorization:")),
+            (
+                h.split(":", 1)[1].strip()
+                for h in headers
+                if h.lower().startswith("proxy-authorization:")
+            ),
             None,
         )
         with self._lock:
@@ -112,9 +116,7 @@ class HttpProxy:
             await writer.drain()
         else:
             parts = urlsplit(target)
-            up_reader, up_writer = await asyncio.open_connection(
-                parts.hostname, parts.port or 80
-            )
+            up_reader, up_writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
             path = parts.path + (f"?{parts.query}" if parts.query else "")
             kept = [h for h in headers if not h.lower().startswith("proxy-")]
             up_writer.write(

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 
-
 _HOST_SETTINGS = frozenset(
     {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR"}
 )

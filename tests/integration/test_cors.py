@@ -69,6 +69,7 @@ def test_responses_carry_and_expose_the_headers(relay: Relay) -> None:
         }
         assert {"x-message-id", "x-user-message-id", "x-chatrelay-message-id"} <= exposed
         assert {"x-chatrelay-conversation-id", "location"} <= exposed
+        assert "x-request-id" in exposed and posted.headers["x-request-id"]
         missing = client.get("/v1/conversations/conv_00000000000000000000000000")
         assert missing.status_code == 404
         assert missing.headers["access-control-allow-origin"] == FRONT

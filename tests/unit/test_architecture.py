@@ -138,3 +138,18 @@ def test_the_mock_upstream_uses_only_the_encoders_and_the_embedded_server() -> N
 
 def test_aiohttp_only_as_the_upstream_transport() -> None:
     assert _importers("aiohttp") | _importers("httpx_aiohttp") == {"upstream/transport.py"}
+
+
+def test_prometheus_only_in_metrics() -> None:
+    # The core reports through `observe.Observer`; only `metrics.py` knows Prometheus.
+    assert _importers("prometheus_client") == {"metrics.py"}
+
+
+def test_the_core_reports_only_through_the_observer_seam() -> None:
+    core = ("generation/", "upstream/", "storage/", "broker/")
+    offenders = {
+        module
+        for module in _importers("chatrelay.metrics") | _importers("chatrelay.outcome_log")
+        if module.startswith(core)
+    }
+    assert not offenders

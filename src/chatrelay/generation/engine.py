@@ -16,6 +16,7 @@ from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.generation.runner import ChatUpstream
 from chatrelay.generation.startup import prepare_storage
 from chatrelay.generation.subscription import Subscriptions
+from chatrelay.observe import NULL_OBSERVER, Observer
 from chatrelay.storage.repository import Repository
 from chatrelay.storage.spool import Spool
 
@@ -38,13 +39,16 @@ class Engine:
         checkpoint_interval: float = 1.0,
         finished_log_ttl: float = 30.0,
         poll_interval: float = 0.5,
+        observer: Observer = NULL_OBSERVER,
     ) -> Engine:
         """Replay the spool and recover orphans, then start writing and accepting work."""
         await prepare_storage(repo, spool)
         broker = broker if broker is not None else MemoryBroker()
-        persistence = Persistence(repo, spool=spool, checkpoint_interval=checkpoint_interval)
+        persistence = Persistence(
+            repo, spool=spool, checkpoint_interval=checkpoint_interval, observer=observer
+        )
         registry = GenerationRegistry(
-            upstream, broker, persistence, finished_log_ttl=finished_log_ttl
+            upstream, broker, persistence, finished_log_ttl=finished_log_ttl, observer=observer
         )
         persistence.start(registry.running)
         subscriptions = Subscriptions(repo, registry, broker, poll_interval=poll_interval)

@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from chatrelay.errors import StorageError
 from chatrelay.models import Message
+from chatrelay.observe import NULL_OBSERVER, Observer, StorageOperation
 from chatrelay.storage.repository import Repository
 from chatrelay.storage.spool import Spool
 
@@ -47,8 +49,10 @@ class Persistence:
         *,
         spool: Spool | None = None,
         checkpoint_interval: float = 1.0,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         self.repo = repo
+        self._observer = observer
         self._spool = spool
         self._checkpoint_interval = checkpoint_interval
         self._running: Callable[[], Iterable[Checkpointable]] = list
@@ -85,7 +89,7 @@ class Persistence:
         writer = self._writer
         try:
             if writer is None or writer.done():
-                await self.repo.finalize(message)  # the writer is gone (shutting down)
+                await self._timed_finalize(message)  # the writer is gone (shutting down)
             else:
                 done = asyncio.get_running_loop().create_future()
                 self._queue.append((message, done))
@@ -94,6 +98,8 @@ class Persistence:
             self._last_error = None
         except StorageError as exc:
             self._last_error = exc.message
+            if writer is None or writer.done():
+                self._observer.storage_error(StorageOperation.FINAL_WRITE)
             log.warning("final write of %s failed (%s); retrying", message.id, exc.message)
             self._pending[message.id] = message
             task = asyncio.create_task(self._retry_final(message), name=f"final {message.id}")
@@ -134,8 +140,10 @@ class Persistence:
             if not batch:
                 continue
             try:
-                await self.repo.finalize(*(message for message, _ in batch))
+                await self._timed_finalize(*(message for message, _ in batch))
             except Exception as exc:
+                if isinstance(exc, StorageError):
+                    self._observer.storage_error(StorageOperation.FINAL_WRITE)
                 failure = (
                     exc if isinstance(exc, StorageError) else StorageError(f"final write: {exc}")
                 )
@@ -147,6 +155,11 @@ class Persistence:
                     if not done.done():
                         done.set_result(None)
 
+    async def _timed_finalize(self, *messages: Message) -> None:
+        started = time.monotonic()
+        await self.repo.finalize(*messages)
+        self._observer.final_write(time.monotonic() - started)
+
     async def _retry_final(self, message: Message) -> None:
         delay = _RETRY_FIRST_DELAY
         attempt = 1
@@ -155,9 +168,10 @@ class Persistence:
             delay = min(delay * 2, _RETRY_MAX_DELAY)
             attempt += 1
             try:
-                await self.repo.finalize(message)
+                await self._timed_finalize(message)
             except StorageError as exc:
                 self._last_error = exc.message
+                self._observer.storage_error(StorageOperation.FINAL_WRITE)
                 continue
             self._pending.pop(message.id, None)
             self._last_error = None
@@ -173,10 +187,13 @@ class Persistence:
             for generation in dirty:
                 generation.dirty = False
             try:
+                started = time.monotonic()
                 await self.repo.checkpoint([g.snapshot() for g in dirty])
+                self._observer.checkpoint_written(time.monotonic() - started)
                 self._last_error = None
             except StorageError as exc:
                 self._last_error = exc.message
+                self._observer.storage_error(StorageOperation.CHECKPOINT)
                 log.warning("checkpoint of %d message(s) failed: %s", len(dirty), exc.message)
                 for generation in dirty:
                     generation.dirty = True

@@ -17,6 +17,7 @@ from chatrelay.errors import Conflict, ShuttingDown
 from chatrelay.generation.persistence import Persistence
 from chatrelay.generation.runner import ChatUpstream, Generation, StopReason
 from chatrelay.models import Message, Status
+from chatrelay.observe import NULL_OBSERVER, Observer
 
 log = logging.getLogger("chatrelay.generation")
 
@@ -31,8 +32,10 @@ class GenerationRegistry:
         persistence: Persistence,
         *,
         finished_log_ttl: float = 30.0,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         self._upstream = upstream
+        self._observer = observer
         self._broker = broker
         self._persistence = persistence
         self._finished_log_ttl = finished_log_ttl
@@ -93,6 +96,7 @@ class GenerationRegistry:
             upstream=self._upstream,
             finalize=self._persistence.finalize,
             cancel_on_disconnect=cancel_on_disconnect,
+            observer=self._observer,
         )
         self._generations[message.id] = generation
         task = generation.start()

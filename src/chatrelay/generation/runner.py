@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from enum import StrEnum
@@ -21,6 +22,8 @@ from chatrelay.clock import now_iso
 from chatrelay.errors import ChatRelayError
 from chatrelay.generation.replay import as_started, terminal_kind
 from chatrelay.models import ErrorPayload, Message, PieceKind, Status, scrub_nul
+from chatrelay.observe import NULL_OBSERVER, GenerationOutcome, Observer
+from chatrelay.request_context import RequestInfo, current
 from chatrelay.upstream.assembler import ChunkAssembler, ChunkDelta
 
 log = logging.getLogger("chatrelay.generation")
@@ -68,6 +71,7 @@ class Generation:
         upstream: ChatUpstream,
         finalize: Finalizer,
         cancel_on_disconnect: bool = False,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         self.message = message
         self.body = body
@@ -86,6 +90,12 @@ class Generation:
         self._watchers = 0  # subscribers connected right now
         self.final: Message | None = None
         self.task: asyncio.Task[None] | None = None
+        self._observer = observer
+        # The request that started it (None outside one): its id goes into the outcome, and
+        # a streamed answer's first piece is reported back to it (its log line's TTFT).
+        self._request: RequestInfo | None = current()
+        self._started_at = 0.0
+        self._first_piece_at: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -132,6 +142,38 @@ class Generation:
         )
 
     async def _run(self) -> None:
+        self._started_at = time.monotonic()
+        self._observer.generation_started()
+        try:
+            await self._generate()
+        finally:
+            self._report()
+
+    def _report(self) -> None:
+        """Hand the outcome to the observers (once, however the run ended)."""
+        started, first = self._started_at, self._first_piece_at
+        try:
+            outcome = GenerationOutcome(
+                final=self.final or self._final_message(Status.FAILED, None),
+                body=self.body,
+                request_id=self._request.request_id if self._request is not None else None,
+                duration=time.monotonic() - started,
+                ttft=None if first is None else first - started,
+                stop_reason=self.stop_reason.value if self.stop_reason is not None else None,
+                events=len(self._pieces),
+            )
+            self._observer.generation_finished(outcome)
+        except Exception:
+            log.exception("observing the outcome of %s failed", self.message.id)
+
+    def _first_piece(self) -> None:
+        """The first content or reasoning piece: time to first token (once per generation)."""
+        now = self._first_piece_at = time.monotonic()
+        request = self._request
+        if request is not None and request.first_token_at is None:
+            request.first_token_at = now
+
+    async def _generate(self) -> None:
         self.topic.publish(EventKind.START, message=as_started(self.message))
         error: ErrorPayload | None = None
         status = Status.COMPLETED
@@ -173,6 +215,8 @@ class Generation:
         topic = self.topic
         async with aclosing(self._stream.__aiter__()) as deltas:  # type: ignore[type-var]
             async for delta in deltas:
+                if self._first_piece_at is None and (delta.content or delta.reasoning):
+                    self._first_piece()
                 if delta.content:
                     piece = scrub_nul(delta.content)  # streamed exactly as it is stored
                     self._content.append(piece)

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import random
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ import httpx
 from chatrelay.config_upstreams import AuthStyle, TrustSettings, UpstreamRoute, strip_credentials
 from chatrelay.errors import UpstreamError, UpstreamProtocolError
 from chatrelay.json_values import dumps_fast, loads_upstream
+from chatrelay.observe import NULL_OBSERVER, Observer
 from chatrelay.sse.event import SSEEvent
 from chatrelay.sse.parser import SSEEventTooLarge, SSEParser
 from chatrelay.upstream.assembler import ChunkAssembler, ChunkDelta
@@ -222,6 +224,7 @@ class UpstreamStream:
                         exc.message,
                     )
                     raise
+                self._client.observer.upstream_retry(exc.code)
                 log.warning(
                     "upstream attempt %d failed (%s); retrying in %.2fs",
                     self.attempts,
@@ -266,7 +269,9 @@ class UpstreamStream:
                     ):
                         watchdog.arm(Phase.FIRST_BYTE, cfg.first_byte_timeout)
 
+                sent = time.monotonic()
                 response = await self._client.send_chat(self._body, trace)
+                self._client.observer.upstream_responded(time.monotonic() - sent)
                 if watchdog.phase == Phase.CONNECT:  # a transport that does not trace
                     watchdog.arm(Phase.FIRST_BYTE, cfg.first_byte_timeout)
                 content_type = response.headers.get("content-type", "").lower()
@@ -370,8 +375,9 @@ class UpstreamClient:
     encode/httpcore#1035) and whose HTTP parser is C rather than h11's pure Python.
     """
 
-    def __init__(self, config: UpstreamConfig) -> None:
+    def __init__(self, config: UpstreamConfig, *, observer: Observer = NULL_OBSERVER) -> None:
         self.config = config
+        self.observer = observer
         headers = {"User-Agent": "chatrelay", **config.headers}
         if config.api_key and config.auth is AuthStyle.API_KEY:
             headers["api-key"] = config.api_key

@@ -7,12 +7,16 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from chatrelay.completions.catalog import ModelCatalog
 from chatrelay.completions.recording import ChatCompletions
-from chatrelay.config import Settings
+from chatrelay.config import LogFormat, Settings
 from chatrelay.generation.engine import Engine
+from chatrelay.metrics import Metrics
+from chatrelay.observe import NULL_OBSERVER, Fanout, Observer
+from chatrelay.outcome_log import OutcomeLog
 from chatrelay.service import ChatService
 from chatrelay.storage.database import Database
 from chatrelay.storage.migrations import apply_migrations
@@ -24,12 +28,16 @@ from chatrelay.web.auth import Authenticator
 from chatrelay.web.context import AppContext
 from chatrelay.web.cors import cors_middleware
 from chatrelay.web.errors import EXCEPTION_HANDLERS
+from chatrelay.web.instrumentation import Instrumentation
 from chatrelay.web.routes import conversations, health, messages, openai, page
+from chatrelay.web.routes import metrics as metrics_route
 
 log = logging.getLogger("chatrelay")
 
 
-def upstream_router(settings: Settings, mock_url: str | None = None) -> UpstreamRouter:
+def upstream_router(
+    settings: Settings, mock_url: str | None = None, *, observer: Observer = NULL_OBSERVER
+) -> UpstreamRouter:
     """A client per configured upstream (the built-in mock's URL for the single one, when on)."""
     routes = [
         (
@@ -41,7 +49,8 @@ def upstream_router(settings: Settings, mock_url: str | None = None) -> Upstream
                     retry_budget=settings.upstream_retry_budget,
                     include_usage=settings.include_usage,
                     max_event_bytes=settings.upstream_max_event_bytes,
-                )
+                ),
+                observer=observer,
             ),
         )
         for route in settings.upstreams.routes
@@ -62,7 +71,11 @@ def _warn_about_defaults(settings: Settings) -> None:
         log.warning("CHATRELAY_SECRET is not set: stream_url tokens die with this process")
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlette:
+    """The app; its metrics live on their own registry (`metrics`, or a new one)."""
+    metrics = metrics if metrics is not None else Metrics()
+    observer = Fanout([metrics, OutcomeLog(log_content=settings.log_content)])
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
@@ -79,7 +92,7 @@ def create_app(settings: Settings) -> Starlette:
             await db.connect()
             stack.push_async_callback(db.disconnect)
             await apply_migrations(db)
-            upstream = upstream_router(settings, mock_url)
+            upstream = upstream_router(settings, mock_url, observer=observer)
             stack.push_async_callback(upstream.aclose)
             for line in upstream.describe():
                 log.info("%s", line)
@@ -92,6 +105,7 @@ def create_app(settings: Settings) -> Starlette:
                 spool=Spool(settings.data_dir / "spool"),
                 checkpoint_interval=settings.checkpoint_interval,
                 finished_log_ttl=settings.finished_log_ttl,
+                observer=observer,
             )
             stack.push_async_callback(engine.close)
             app.state.chatrelay = AppContext(
@@ -127,14 +141,21 @@ def create_app(settings: Settings) -> Starlette:
         *conversations.routes,
         *messages.routes,
         *openai.routes,
+        *metrics_route.routes(settings, metrics),
         *page.routes,
     ]
+    # Instrumentation first: outermost, so every response (CORS preflights included) has
+    # its `x-request-id` and is counted.
+    instrumentation = Middleware(
+        Instrumentation, metrics=metrics, log_requests=settings.log_format is LogFormat.JSON
+    )
     app = Starlette(
         routes=routes,
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=cors_middleware(settings.cors_origins),
+        middleware=[instrumentation, *cors_middleware(settings.cors_origins)],
         lifespan=lifespan,
     )
+    app.state.metrics = metrics
     # Starlette answers `/v1/conversations/` with a 307 to an absolute URL built from the
     # request's Host header, which a client (or a poisoned cache) controls. Every path is
     # exact here: an extra slash is the JSON 404 like any other unknown path.

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from starlette.requests import Request
 
 from chatrelay.errors import Unauthorized
+from chatrelay.request_context import note_tenant
 
 DEFAULT_TENANT = "default"
 # What `stream_token` produces: unpadded URL-safe base64. Anything else is refused before
@@ -36,6 +37,7 @@ class Authenticator:
     def tenant(self, request: Request) -> str:
         """The caller's tenant, from `Authorization: Bearer <key>` (any caller when open)."""
         if self.open:
+            note_tenant(DEFAULT_TENANT)  # for the request's log line
             return DEFAULT_TENANT
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
@@ -43,6 +45,7 @@ class Authenticator:
             raise Unauthorized("missing client key: send Authorization: Bearer <key>")
         for known, tenant in self._keys.items():
             if hmac.compare_digest(known.encode(), key.strip().encode()):
+                note_tenant(tenant)
                 return tenant
         raise Unauthorized("unknown client key")
 
@@ -71,6 +74,7 @@ class Authenticator:
             raise Unauthorized("invalid stream token")
         if expires < time.time():
             raise Unauthorized("stream token expired; fetch the message again for a new one")
+        note_tenant(tenant)
         return tenant
 
     def _mac(self, message_id: str, payload: str) -> str:

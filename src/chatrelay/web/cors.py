@@ -13,7 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 ALLOWED_METHODS = ("GET", "POST", "DELETE")
 # `Last-Event-ID` is what a resuming `fetch`-based reader sends; `EventSource` sends it too.
-ALLOWED_HEADERS = ("Authorization", "Content-Type", "Accept", "Last-Event-ID")
+ALLOWED_HEADERS = ("Authorization", "Content-Type", "Accept", "Last-Event-ID", "X-Request-Id")
 # Where a response says which objects it made or why to wait; unreadable cross-origin
 # unless exposed.
 EXPOSED_HEADERS = (
@@ -23,6 +23,7 @@ EXPOSED_HEADERS = (
     "X-Chatrelay-Message-Id",
     "Location",
     "Retry-After",
+    "X-Request-Id",
 )
 PREFLIGHT_MAX_AGE = 600
 

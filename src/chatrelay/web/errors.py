@@ -25,6 +25,7 @@ from chatrelay.errors import (
     ValidationFailed,
 )
 from chatrelay.models import ErrorPayload
+from chatrelay.request_context import note_error
 
 log = logging.getLogger("chatrelay.web")
 
@@ -74,6 +75,7 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 
 
 def error_response(exc: ChatRelayError) -> JSONResponse:
+    note_error(exc.code)  # for the request's log line and the rejected-requests metric
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
@@ -113,11 +115,13 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
         message = f"no route for {request.method} {request.url.path}"
     if exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
+    note_error(code)
     return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    note_error("internal_error")
     return JSONResponse(
         error_body("internal_error", "the service failed to handle this request"),
         status_code=500,
@@ -192,6 +196,7 @@ def openai_error(
     """`{"error": {"message", "type", "code", "param"}}` with the status OpenAI SDKs map to
     their error classes; `status` is the fallback for codes without an OpenAI-specific one."""
     chosen = _openai_status(code, status)
+    note_error(code)
     extra = dict(headers or {})
     if chosen == 429 and retry_after is None:
         retry_after = _DEFAULT_RATE_LIMIT_WAIT
