@@ -9,6 +9,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
+from chatrelay.broker.base import Broker
+from chatrelay.broker.redis import RedisBroker
 from chatrelay.completions.catalog import ModelCatalog
 from chatrelay.completions.recording import ChatCompletions
 from chatrelay.config import Settings
@@ -76,9 +78,19 @@ def create_app(settings: Settings) -> Starlette:
             upstream = UpstreamClient(upstream_config(settings, base_url))
             stack.push_async_callback(upstream.aclose)
             repo = Repository(db)
+            broker: Broker | None = None
+            if settings.redis_url:
+                broker = RedisBroker(
+                    settings.redis_url,
+                    prefix=settings.redis_prefix,
+                    finished_ttl=settings.redis_finished_ttl,
+                    max_events=settings.redis_max_events,
+                )
+                log.info("%s", broker.description)
             engine = await Engine.start(
                 repo,
                 upstream,
+                broker=broker,
                 spool=Spool(settings.data_dir / "spool"),
                 checkpoint_interval=settings.checkpoint_interval,
                 finished_log_ttl=settings.finished_log_ttl,
