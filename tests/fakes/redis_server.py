@@ -18,10 +18,12 @@ from tests.fakes.service import free_port
 
 
 class RedisServer:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, password: str | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = password
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> None:
@@ -29,6 +31,7 @@ class RedisServer:
         if binary is None:
             pytest.skip("redis-server is not installed")
         log = open(self.workdir / f"redis-{self.port}.log", "ab")  # noqa: SIM115
+        auth = ["--requirepass", self.password] if self.password else []
         self.proc = subprocess.Popen(
             [
                 binary,
@@ -42,6 +45,7 @@ class RedisServer:
                 "no",
                 "--daemonize",
                 "no",
+                *auth,
             ],
             cwd=self.workdir,
             stdout=log,
@@ -56,7 +60,8 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
+                    answer = sock.recv(64)
+                    if answer.startswith(b"+PONG") or answer.startswith(b"-NOAUTH"):
                         return
             except OSError:
                 pass

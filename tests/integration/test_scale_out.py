@@ -128,7 +128,7 @@ async def test_follow_live_and_resume_on_another_instance(stack: Stack) -> None:
 
 
 async def test_redis_restarted_mid_stream_loses_nothing(stack: Stack, tmp_path: Path) -> None:
-    redis_server = RedisServer(tmp_path)
+    redis_server = RedisServer(tmp_path, password="redis-pw-SECRET-42")
     redis_server.start()
     try:
         env = _redis_env(redis_server.url)
@@ -149,6 +149,7 @@ async def test_redis_restarted_mid_stream_loses_nothing(stack: Stack, tmp_path: 
             assert ready.status_code == 503, ready.text
             assert ready.json()["checks"]["redis"] != "ok"
             assert ready.json()["checks"]["database"] == "ok"
+            assert "redis-pw-SECRET-42" not in ready.text
             await asyncio.sleep(0.5)
             redis_server.start()
 
@@ -165,5 +166,8 @@ async def test_redis_restarted_mid_stream_loses_nothing(stack: Stack, tmp_path: 
         _, on_a2, on_b2 = await _follow_on_both(stack, a, b, reply)
         assert on_b2.wire == on_a2.wire
         assert statistics.median(lags(on_a2, on_b2)) < 0.1
+        for service in (a, b):
+            assert "redis-pw-SECRET-42" not in service.log_path.read_text(errors="replace")
+        assert "following" in b.log_path.read_text(), "B's follower went to the database"
     finally:
         redis_server.stop()

@@ -282,6 +282,8 @@ class RedisBroker:
         except _FAILURES as exc:
             self._note_failure("reading events", exc)
             return None
+        if not self.backlog:
+            self._note_success()  # (with a backlog, the flusher says when it is written)
         if not entries:
             return None
         try:

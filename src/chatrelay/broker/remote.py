@@ -147,7 +147,7 @@ class RemoteTopic:
                     raise ValueError(f"events {len(self._events) + 1}..{batch[0].seq - 1} missing")
                 self._events.extend(batch)
                 self._wake()
-        except (RedisError, OSError, ValueError) as exc:
+        except (RedisError, OSError, TimeoutError, ValueError) as exc:
             self._fail(f"{type(exc).__name__}: {exc}")
         finally:
             if not self.closed:
