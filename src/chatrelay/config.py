@@ -239,6 +239,11 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
     redis_url = env.get("REDIS_URL", "").strip() or None
     if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("REDIS_URL must start with redis:// or rediss://")
+    if redis_url is not None and not redis_url.startswith("unix://"):
+        try:
+            urlsplit(redis_url).port  # noqa: B018  # raises ValueError on a bad port
+        except ValueError:
+            raise ConfigError("REDIS_URL has an invalid port") from None
     redis_prefix = env.get("CHATRELAY_REDIS_PREFIX", "chatrelay:").strip() or "chatrelay:"
     finished_log_ttl = _float(env, "CHATRELAY_FINISHED_LOG_TTL", 30.0)
     redis_finished_ttl = _float(env, "CHATRELAY_REDIS_FINISHED_TTL", 300.0, minimum=1.0)

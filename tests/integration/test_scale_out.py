@@ -105,7 +105,7 @@ async def test_follow_live_and_resume_on_another_instance(stack: Stack) -> None:
     p50, p99 = statistics.median(gaps), gaps[int(len(gaps) * 0.99) - 1]
     print(f"follower lag on B ({stack.backend}): p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
     # Polling the database (the path without Redis) lags 250 ms on average.
-    assert p50 < 0.1 and p99 < 0.3, gaps
+    assert p50 < 0.1 and p99 < 0.5, gaps
 
     # Drop B's connection mid-stream, resume on B at the last id it got.
     reply, text = _slow_reply(20)
@@ -125,6 +125,9 @@ async def test_follow_live_and_resume_on_another_instance(stack: Stack) -> None:
             f"/v1/messages/{mid}/events", headers={"Last-Event-ID": whole.frames[-1].id or ""}
         )
         assert after_end.status_code == 204
+    for service in (a, b):  # SIGTERM: drained, Redis connections closed, nothing raised
+        assert service.terminate() == 0
+        assert "Traceback" not in service.log_path.read_text(errors="replace")
 
 
 async def test_redis_restarted_mid_stream_loses_nothing(stack: Stack, tmp_path: Path) -> None:

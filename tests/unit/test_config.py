@@ -86,6 +86,7 @@ def test_secrets_stay_out_of_repr() -> None:
         ({"CHATRELAY_SHUTDOWN_GRACE": "-1"}, ">="),
         ({"CHATRELAY_INCLUDE_USAGE": "maybe"}, "true or false"),
         ({"REDIS_URL": "http://x"}, "REDIS_URL"),
+        ({"REDIS_URL": "redis://:pw@h:99999/0"}, "REDIS_URL has an invalid port"),
         (
             {"CHATRELAY_REDIS_FINISHED_TTL": "10", "CHATRELAY_FINISHED_LOG_TTL": "30"},
             ">= CHATRELAY_FINISHED_LOG_TTL",
