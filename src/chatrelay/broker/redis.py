@@ -72,6 +72,7 @@ _QUIET_AFTER_FAILURE = 1.0  # `find` does not try Redis again within this after 
 _CATCH_UP = 1.0  # how long `find` waits for a cursor just published elsewhere
 _READ_BLOCK = 1.0  # XREAD BLOCK of a remote reader (the idle check runs this often)
 _READER_IDLE = 10.0  # a remote reader with no subscriber for this long stops
+_MAX_PER_CALL = 5000  # events per script call: a long backlog goes in several, not one huge one
 
 
 def redacted_url(url: str) -> str:
@@ -99,8 +100,8 @@ class OwnedTopic(MemoryTopic):
         self._broker.mark(self)
         return event
 
-    def unsent(self) -> list[LogEvent]:
-        return self._events[self.sent :]
+    def unsent(self, limit: int) -> list[LogEvent]:
+        return self._events[self.sent : self.sent + limit]
 
 
 class RedisBroker:
@@ -185,32 +186,32 @@ class RedisBroker:
                 await self._wake.wait()
             topics = list(self._dirty.values())
             self._dirty.clear()
+            failure: BaseException | None
             try:
-                retry = await self._flush(topics)
+                failure = await self._flush(topics)
             except _FAILURES as exc:
-                for topic in topics:
+                failure = exc
+            except Exception as exc:  # a bug must not end mirroring for good
+                log.exception("redis broker: flushing failed unexpectedly")
+                failure = exc
+            if failure is None:
+                backoff = 0.0
+                self._note_success()
+                continue
+            for topic in topics:
+                if topic.message_id in self._owned:
                     self._dirty.setdefault(topic.message_id, topic)
-                self._note_failure("writing events", exc)
-                backoff = min(_BACKOFF_MAX, max(_BACKOFF_FIRST, backoff * 2))
-                await asyncio.sleep(backoff)
-                continue
-            if retry is not None:
-                self._note_failure("writing events", retry)
-                backoff = min(_BACKOFF_MAX, max(_BACKOFF_FIRST, backoff * 2))
-                await asyncio.sleep(backoff)
-                continue
-            if backoff:
-                log.warning("redis broker: writing again, backlog sent")
-            backoff = 0.0
-            self._note_success()
+            self._note_failure("writing events", failure)
+            backoff = min(_BACKOFF_MAX, max(_BACKOFF_FIRST, backoff * 2))
+            await asyncio.sleep(backoff)
 
     async def _flush(self, topics: Sequence[OwnedTopic]) -> RedisError | None:
         """One round trip for every topic's unsent events; the topics not fully written
         are marked again. Returns the error to back off on, if a command failed."""
-        batches: list[tuple[OwnedTopic, int]] = []
+        sent: list[OwnedTopic] = []
         async with self._client.pipeline(transaction=False) as pipe:
             for topic in topics:
-                events = topic.unsent()
+                events = topic.unsent(_MAX_PER_CALL)
                 if not events:
                     continue
                 ttl = self._finished_ttl if events[-1].is_terminal else self._live_ttl
@@ -218,21 +219,24 @@ class RedisBroker:
                 for event in events:
                     args.extend(encode_event(event))
                 pipe.evalsha(_APPEND_SHA, 1, self.key(topic.message_id), *args)
-                batches.append((topic, events[-1].seq))
-            if not batches:
+                sent.append(topic)
+            if not sent:
                 return None
             results = await pipe.execute(raise_on_error=False)
         self.flushes += 1
         failure: RedisError | None = None
-        for (topic, _newest), result in zip(batches, results, strict=True):
+        script_missing = False
+        for topic, result in zip(sent, results, strict=True):
             if isinstance(result, NoScriptError):
-                await self._client.script_load(_APPEND)  # Redis restarted or flushed scripts
+                script_missing = True  # Redis restarted (or its scripts were flushed)
             elif isinstance(result, Exception):
                 failure = result if isinstance(result, RedisError) else RedisError(str(result))
             else:
                 topic.sent = min(int(result), topic.last_seq)
             if topic.sent < topic.last_seq and topic.message_id in self._owned:
                 self.mark(topic)
+        if script_missing:
+            await self._client.script_load(_APPEND)
         return failure
 
     def _note_failure(self, what: str, exc: BaseException) -> None:
@@ -282,7 +286,7 @@ class RedisBroker:
         except _FAILURES as exc:
             self._note_failure("reading events", exc)
             return None
-        if not self.backlog:
+        if not self._dirty:
             self._note_success()  # (with a backlog, the flusher says when it is written)
         if not entries:
             return None

@@ -151,6 +151,25 @@ async def test_events_of_one_burst_go_in_one_round_trip(
     assert ids[:3] == [b"1-0", b"2-0", b"3-0"], "stream ids are the SSE cursors"
 
 
+async def test_a_stream_redis_lost_is_re_sent_whole_and_a_long_backlog_in_pieces(
+    pair: tuple[RedisBroker, RedisBroker, aioredis.Redis],
+) -> None:
+    owner, other, plain = pair
+    mid = "msg_lost"
+    topic = owner.open(mid)
+    topic.publish(EventKind.START, message=_message(mid))
+    for i in range(12_000):  # more than one script call's worth, published at once
+        topic.publish(EventKind.DELTA, text=f"{i} ")
+    await until(lambda: topic.sent == 12_001)
+    await plain.delete(owner.key(mid))  # expired, evicted, or Redis restarted empty
+    topic.publish(EventKind.DONE, message=_final(mid, ""))
+    await until(lambda: topic.sent == 12_002)
+    assert await plain.xlen(owner.key(mid)) == 12_002, "re-sent from the first event"
+    remote = await other.find(mid)
+    assert remote is not None
+    assert await _read_all(remote.read_batches(None)) == topic.events
+
+
 async def test_streams_expire_after_the_terminal_event(prefix: str) -> None:
     url = require_redis()
     owner = RedisBroker(url, prefix=prefix, finished_ttl=40, live_ttl=900)
