@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import Stack, require_redis
 from tests.fakes.redis_server import RedisServer
@@ -19,6 +20,8 @@ from tests.fakes.service import ServiceProcess
 from tests.fakes.sse_client import Frame, frames
 from tests.fakes.upstream import Reply
 from tests.integration.helpers import new_conversation, post_accepted, wait_final
+
+pytestmark = pytest.mark.redis
 
 
 def _redis_env(url: str) -> dict[str, str]:

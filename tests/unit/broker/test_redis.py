@@ -21,6 +21,8 @@ from chatrelay.models import Message, PieceKind, Status
 from tests.conftest import require_redis
 from tests.fakes.redis_server import RedisServer
 
+pytestmark = pytest.mark.redis
+
 
 def _message(mid: str, **changes: object) -> Message:
     base = Message(

@@ -24,6 +24,8 @@ from tests.fakes.chat_upstream import Gate, script
 from tests.fakes.redis_server import RedisServer
 from tests.unit.generation.harness import TENANT, Harness, collect, until
 
+pytestmark = pytest.mark.redis
+
 
 async def _engines(harness: Harness, url: str) -> tuple[Engine, Engine]:
     """Two engines on the harness's database and one Redis: the owner and another."""
