@@ -115,6 +115,7 @@ class RedisBroker:
         finished_ttl: float = 300.0,
         live_ttl: float = 3600.0,
         max_events: int = 200_000,
+        max_readers: int = 1000,
     ) -> None:
         self._url = url
         self._password = urlsplit(url).password
@@ -122,6 +123,7 @@ class RedisBroker:
         self._finished_ttl = max(1, int(finished_ttl))
         self._live_ttl = max(1, int(live_ttl))
         self._max_events = max_events
+        self._max_readers = max_readers  # each holds one Redis connection
         no_retry = Retry(NoBackoff(), 0)  # the flusher retries itself, with backoff
         self._client = Redis.from_url(
             url,
@@ -290,6 +292,13 @@ class RedisBroker:
             self._note_success()  # (with a backlog, the flusher says when it is written)
         if not entries:
             return None
+        if len(self._remote) >= self._max_readers:
+            log.info(
+                "redis broker: %d messages followed already; %s polled",
+                len(self._remote),
+                message_id,
+            )
+            return None
         try:
             events = decode_entries(entries)
         except ValueError as exc:
@@ -337,14 +346,21 @@ class RedisBroker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
                     await self._drained.wait()
-        tasks = [t.task for t in self._remote.values() if t.task is not None]
+        # A cancelled blocking read is not always let go by redis-py: the readers are told
+        # to stop and their connections closed under them, and nothing waits long.
+        tasks = []
+        for topic in self._remote.values():
+            topic.stop()
+            if topic.task is not None:
+                tasks.append(topic.task)
         if self._flusher is not None:
             tasks.append(self._flusher)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._readers_client.aclose()
+        if tasks:
+            await asyncio.wait(tasks, timeout=_COMMAND_TIMEOUT)
         self._owned.clear()
         self._remote.clear()
         self._dirty.clear()
         await self._client.aclose()
-        await self._readers_client.aclose()

@@ -38,6 +38,7 @@ class RemoteTopic:
         "_key",
         "_on_gone",
         "_readers",
+        "_stopping",
         "_unwatched_since",
         "message_id",
         "task",
@@ -54,6 +55,7 @@ class RemoteTopic:
         self._readers = 0
         self._unwatched_since = asyncio.get_running_loop().time()
         self._on_gone = on_gone
+        self._stopping = False
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -120,6 +122,10 @@ class RemoteTopic:
             if self._readers == 0:
                 self.touch()
 
+    def stop(self) -> None:
+        """End the reader at its next step (closing: its connection is being closed too)."""
+        self._stopping = True
+
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
@@ -134,7 +140,7 @@ class RemoteTopic:
         loop = asyncio.get_running_loop()
         block_ms = max(1, int(block * 1000))
         try:
-            while not self.closed:
+            while not self.closed and not self._stopping:
                 reply = await client.xread(
                     {self._key: entry_id(self.last_seq)}, count=_READ_COUNT, block=block_ms
                 )

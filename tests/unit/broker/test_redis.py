@@ -191,6 +191,23 @@ async def test_streams_expire_after_the_terminal_event(prefix: str) -> None:
         await plain.aclose()
 
 
+async def test_readers_are_bounded_beyond_that_the_database_serves(prefix: str) -> None:
+    url = require_redis()
+    owner = RedisBroker(url, prefix=prefix)
+    other = RedisBroker(url, prefix=prefix, max_readers=1)
+    try:
+        topics = [owner.open(f"msg_r{i}") for i in range(2)]
+        for topic in topics:
+            topic.publish(EventKind.START, message=_message(topic.message_id))
+        await until(lambda: all(t.sent == 1 for t in topics))
+        first = await other.find("msg_r0")
+        assert first is not None and await other.find("msg_r0") is first, "one reader, shared"
+        assert await other.find("msg_r1") is None, "a second reader would pass the bound"
+    finally:
+        await owner.aclose()
+        await other.aclose()
+
+
 async def test_unknown_message_is_not_found(
     pair: tuple[RedisBroker, RedisBroker, aioredis.Redis],
 ) -> None:
