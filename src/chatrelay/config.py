@@ -36,7 +36,10 @@ class Settings:
     openai_base_url: str = DEFAULT_BASE_URL
     openai_api_key: str | None = field(default=None, repr=False)
     database_url: str = f"sqlite:///{DEFAULT_DATA_DIR}/chatrelay.db"
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
+    redis_prefix: str = "chatrelay:"
+    redis_finished_ttl: float = 300.0
+    redis_max_events: int = 200_000
     api_keys: Mapping[str, str] = field(default_factory=dict, repr=False)  # key -> tenant
     default_model: str = "gpt-4o-mini"
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
@@ -269,6 +272,19 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
     redis_url = env.get("REDIS_URL", "").strip() or None
     if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("REDIS_URL must start with redis:// or rediss://")
+    if redis_url is not None and not redis_url.startswith("unix://"):
+        try:
+            urlsplit(redis_url).port  # noqa: B018  # raises ValueError on a bad port
+        except ValueError:
+            raise ConfigError("REDIS_URL has an invalid port") from None
+    redis_prefix = env.get("CHATRELAY_REDIS_PREFIX", "chatrelay:").strip() or "chatrelay:"
+    finished_log_ttl = _float(env, "CHATRELAY_FINISHED_LOG_TTL", 30.0)
+    redis_finished_ttl = _float(env, "CHATRELAY_REDIS_FINISHED_TTL", 300.0, minimum=1.0)
+    if redis_finished_ttl < finished_log_ttl:
+        raise ConfigError(
+            "CHATRELAY_REDIS_FINISHED_TTL must be >= CHATRELAY_FINISHED_LOG_TTL "
+            f"({finished_log_ttl:g}), got {redis_finished_ttl:g}"
+        )
     api_key = env.get("OPENAI_API_KEY", "").strip() or None
     default_model = env.get("CHATRELAY_DEFAULT_MODEL", "").strip() or "gpt-4o-mini"
     timeouts = UpstreamTimeouts(
@@ -286,6 +302,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         openai_api_key=api_key,
         database_url=_database_url(env.get("DATABASE_URL")),
         redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        redis_finished_ttl=redis_finished_ttl,
+        redis_max_events=_int(env, "CHATRELAY_REDIS_MAX_EVENTS", 200_000, minimum=1000),
         api_keys=_api_keys(env.get("CHATRELAY_API_KEYS")),
         default_model=default_model,
         secret=secret_raw.encode() if secret_raw else secrets.token_bytes(32),
@@ -295,7 +314,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         max_content_chars=_int(env, "CHATRELAY_MAX_CONTENT_CHARS", 200_000, minimum=1),
         context_tokens=_int(env, "CHATRELAY_CONTEXT_TOKENS", 64_000),
         checkpoint_interval=_float(env, "CHATRELAY_CHECKPOINT_INTERVAL", 1.0, minimum=0.05),
-        finished_log_ttl=_float(env, "CHATRELAY_FINISHED_LOG_TTL", 30.0),
+        finished_log_ttl=finished_log_ttl,
         stream_token_ttl=_float(env, "CHATRELAY_STREAM_TOKEN_TTL", 3600.0, minimum=1.0),
         include_usage=_bool(env, "CHATRELAY_INCLUDE_USAGE", True),
         upstream_connect_timeout=timeouts.connect,

@@ -42,6 +42,24 @@ def test_values_are_read() -> None:
     assert settings.include_usage is False
 
 
+def test_redis_settings() -> None:
+    defaults = load_settings({})
+    assert defaults.redis_prefix == "chatrelay:"
+    assert defaults.redis_finished_ttl == 300.0 and defaults.redis_max_events == 200_000
+    settings = load_settings(
+        {
+            "REDIS_URL": "redis://:pw-in-url@127.0.0.1:6379/3",
+            "CHATRELAY_REDIS_PREFIX": "staging:",
+            "CHATRELAY_REDIS_FINISHED_TTL": "60",
+            "CHATRELAY_REDIS_MAX_EVENTS": "5000",
+        }
+    )
+    assert settings.redis_url == "redis://:pw-in-url@127.0.0.1:6379/3"
+    assert "pw-in-url" not in repr(settings)
+    assert settings.redis_prefix == "staging:"
+    assert settings.redis_finished_ttl == 60.0 and settings.redis_max_events == 5000
+
+
 def test_cors_origins_are_a_list_or_star() -> None:
     assert load_settings({}).cors_origins == ()
     both = load_settings({"CHATRELAY_CORS_ORIGINS": "http://127.0.0.1:5173, HTTPS://App.Example"})
@@ -68,6 +86,12 @@ def test_secrets_stay_out_of_repr() -> None:
         ({"CHATRELAY_SHUTDOWN_GRACE": "-1"}, ">="),
         ({"CHATRELAY_INCLUDE_USAGE": "maybe"}, "true or false"),
         ({"REDIS_URL": "http://x"}, "REDIS_URL"),
+        ({"REDIS_URL": "redis://:pw@h:99999/0"}, "REDIS_URL has an invalid port"),
+        (
+            {"CHATRELAY_REDIS_FINISHED_TTL": "10", "CHATRELAY_FINISHED_LOG_TTL": "30"},
+            ">= CHATRELAY_FINISHED_LOG_TTL",
+        ),
+        ({"CHATRELAY_REDIS_MAX_EVENTS": "10"}, "CHATRELAY_REDIS_MAX_EVENTS"),
         ({"CHATRELAY_STREAM_TOKEN_TTL": "inf"}, "finite"),
         ({"CHATRELAY_SHUTDOWN_GRACE": "1e400"}, "finite"),
         ({"CHATRELAY_API_KEYS": " , "}, "names no tenant:key"),

@@ -2,7 +2,8 @@
 
 A topic is one message's append-only event log. Publishing never waits for a subscriber
 (a slow one only falls behind), and a subscriber reads batches of whatever it has not yet
-seen, live until the terminal event. Implementations: `memory.MemoryBroker` (one process).
+seen, live until the terminal event. Implementations: `memory.MemoryBroker` (one process)
+and `redis.RedisBroker` (events mirrored to Redis Streams, followed from any instance).
 """
 
 from __future__ import annotations
@@ -12,6 +13,12 @@ from typing import Protocol
 
 from chatrelay.broker.event import EventKind, LogEvent
 from chatrelay.models import Message
+
+
+class BrokerUnavailable(Exception):
+    """A topic served from a shared broker can no longer be read (the broker is down, or
+    the reader fell behind what it keeps). Never an HTTP error: the subscriber goes on
+    from the database instead."""
 
 
 class Topic(Protocol):
@@ -44,7 +51,8 @@ class Topic(Protocol):
         self, cursor: int | None, *, heartbeat: float | None = None
     ) -> AsyncIterator[list[LogEvent]]:
         """Events after `cursor` (all for None) in batches, live until the terminal one;
-        with `heartbeat`, an empty batch after that many quiet seconds."""
+        with `heartbeat`, an empty batch after that many quiet seconds. A topic of a
+        shared broker may raise `BrokerUnavailable` part way."""
         ...
 
 
@@ -55,12 +63,19 @@ class Broker(Protocol):
         """A new, empty topic for a generation about to start."""
         ...
 
-    async def find(self, message_id: str) -> Topic | None:
-        """The topic of a message being generated, if this broker can serve it."""
+    async def find(self, message_id: str, *, after: int | None = None) -> Topic | None:
+        """The topic of a message being generated, if this broker can serve it.
+
+        `after` is the cursor the subscriber will read from: a shared broker may wait a
+        moment for that event to reach it (it was just published elsewhere)."""
         ...
 
     def discard(self, message_id: str) -> None:
         """Forget a topic: its events are no longer served from here."""
+        ...
+
+    async def check(self) -> str | None:
+        """None when the broker works, else why not (for readiness)."""
         ...
 
     async def aclose(self) -> None: ...

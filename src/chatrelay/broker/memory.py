@@ -89,11 +89,14 @@ class MemoryBroker:
         self._topics[message_id] = topic
         return topic
 
-    async def find(self, message_id: str) -> MemoryTopic | None:
+    async def find(self, message_id: str, *, after: int | None = None) -> MemoryTopic | None:
         return self._topics.get(message_id)
 
     def discard(self, message_id: str) -> None:
         self._topics.pop(message_id, None)
+
+    async def check(self) -> str | None:
+        return None  # nothing outside this process to fail
 
     async def aclose(self) -> None:
         self._topics.clear()

@@ -10,6 +10,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
+from chatrelay.broker.base import Broker
+from chatrelay.broker.redis import RedisBroker
 from chatrelay.completions.catalog import ModelCatalog
 from chatrelay.completions.recording import ChatCompletions
 from chatrelay.config import LogFormat, Settings
@@ -99,9 +101,19 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
             if settings.upstreams.check_at_start:
                 await upstream.check()
             repo = Repository(db)
+            broker: Broker | None = None
+            if settings.redis_url:
+                broker = RedisBroker(
+                    settings.redis_url,
+                    prefix=settings.redis_prefix,
+                    finished_ttl=settings.redis_finished_ttl,
+                    max_events=settings.redis_max_events,
+                )
+                log.info("%s", broker.description)
             engine = await Engine.start(
                 repo,
                 upstream,
+                broker=broker,
                 spool=Spool(settings.data_dir / "spool"),
                 checkpoint_interval=settings.checkpoint_interval,
                 finished_log_ttl=settings.finished_log_ttl,

@@ -27,6 +27,11 @@ async def readyz(request: Request) -> JSONResponse:
         checks["database"] = "ok"
     except (StorageError, TimeoutError) as exc:
         checks["database"] = "timeout" if isinstance(exc, TimeoutError) else exc.message
+    if ctx.settings.redis_url:
+        # Redis down makes the instance unready (the contract: database and broker answer),
+        # although its generations and their local subscribers go on: see docs/scale-out.md.
+        broker_problem = await ctx.engine.broker.check()
+        checks["redis"] = "ok" if broker_problem is None else broker_problem
     problem = ctx.persistence.storage_problem
     if checks["database"] == "ok" and problem:
         checks["database"] = f"write trouble: {problem}"
