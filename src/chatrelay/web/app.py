@@ -56,7 +56,10 @@ def _warn_about_defaults(settings: Settings) -> None:
         log.warning("CHATRELAY_SECRET is not set: stream_url tokens die with this process")
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, prepare_storage: bool = True) -> Starlette:
+    """The app for `settings`. `prepare_storage=False` is for a worker of a pool, whose
+    parent replayed the spool and recovered orphans before any worker started."""
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
@@ -80,6 +83,7 @@ def create_app(settings: Settings) -> Starlette:
                 repo,
                 upstream,
                 spool=Spool(settings.data_dir / "spool"),
+                prepare_storage=prepare_storage,
                 checkpoint_interval=settings.checkpoint_interval,
                 finished_log_ttl=settings.finished_log_ttl,
             )
