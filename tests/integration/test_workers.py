@@ -138,6 +138,40 @@ async def test_two_workers_serve_one_port_and_share_the_record(stack: Stack) -> 
     assert pool.terminate() == 0, full_log(pool)[-4000:]
 
 
+async def _follow_all(client: httpx.AsyncClient, mid: str) -> list[tuple[str | None, ...]]:
+    async with client.stream("GET", f"/v1/messages/{mid}/events") as response:
+        assert response.status_code == 200
+        return [(e.event, e.id, e.data) for e in events(await collect(response))]
+
+
+async def test_followers_on_either_worker_get_the_same_stream(stack: Stack) -> None:
+    """A running message followed from its start through the port: live on the worker
+    generating it, from the database on the other; the same ids and data either way."""
+    pool = start_pool(stack)
+    tokens = [f"f{i} " for i in range(60)]
+    stack.upstream.enqueue(Reply(tokens=tokens, delay=0.05))
+    target = ""
+    async with fresh_client(pool) as client:
+        cid = await new_conversation(client)
+        posted = await client.post(f"/v1/conversations/{cid}/messages", json={"content": "f"})
+        assert posted.status_code == 202, posted.text
+        mid = posted.json()["assistant_message"]["id"]
+        target = f"/v1/messages/{mid}/events"
+        followers = []
+        for _ in range(30):  # one more follower at a time, until both workers hold one
+            followers.append(asyncio.create_task(_follow_all(client, mid)))
+            await asyncio.sleep(0.05)
+            if served_by(pool, "GET", target) == {1, 2}:
+                break
+        streams = await asyncio.gather(*followers)
+        stored = await wait_final(client, mid)
+    assert served_by(pool, "GET", target) == {1, 2}, "every follower landed on the same worker"
+    assert all(stream == streams[0] for stream in streams)
+    assert [kind for kind, _, _ in streams[0]][-1] == "done"
+    assert stored["status"] == "completed" and stored["content"] == "".join(tokens)
+    assert pool.terminate() == 0, full_log(pool)[-4000:]
+
+
 async def test_sigterm_drains_every_worker_then_the_parent_exits_0(stack: Stack) -> None:
     pool = start_pool(stack, CHATRELAY_SHUTDOWN_GRACE="1.5")
     short_tokens = [f"s{i} " for i in range(5)]
