@@ -223,6 +223,29 @@ async def test_sigterm_drains_every_worker_then_the_parent_exits_0(stack: Stack)
     assert stored_short["content"] == "".join(short_tokens)
 
 
+async def test_sigterm_to_every_process_at_once_is_one_signal(stack: Stack) -> None:
+    """systemd signals every process of a service: the workers' own SIGTERM and the one the
+    parent passes on are one request to drain, not a second signal."""
+    pool = start_pool(stack, CHATRELAY_SHUTDOWN_GRACE="10")
+    tokens = [f"g{i} " for i in range(30)]
+    stack.upstream.enqueue(Reply(tokens=tokens, delay=0.05))
+    async with fresh_client(pool) as client:
+        cid = await new_conversation(client)
+        stream = asyncio.create_task(post_stream(client, cid, "group"))
+        await asyncio.to_thread(stack.upstream.wait_for_requests, 1)
+        await asyncio.sleep(0.2)
+        assert pool.proc is not None
+        for pid in (pool.proc.pid, *worker_pids(pool).values()):
+            os.kill(pid, signal.SIGTERM)
+        streamed = await stream
+        exit_code = await asyncio.to_thread(pool.proc.wait, 40)
+    assert exit_code == 0, full_log(pool)[-4000:]
+    assert "second signal" not in full_log(pool)
+    assert streamed[-1].event == "done"
+    assert streamed[-1].json["message"]["status"] == "completed"
+    assert content_of(streamed) == "".join(tokens)
+
+
 async def test_a_worker_that_dies_is_restarted(stack: Stack) -> None:
     pool = start_pool(stack)
     before = worker_pids(pool)

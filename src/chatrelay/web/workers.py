@@ -7,7 +7,7 @@ the signals: the first SIGTERM/SIGINT is passed to every worker as SIGTERM, and 
 exactly as a single process does (unready, new generations refused, running ones finish
 within the grace period, the rest stored `interrupted`); the parent exits 0 once they all
 have. A second signal reaches the workers as `EXIT_NOW` (SIGUSR1; a repeated SIGTERM only
-drains, since systemd or `timeout` may signal the whole group besides the parent), and each
+drains, since systemd signals every process of the service besides the parent), and each
 interrupts what is left and exits at once. A worker that dies while the parent is not
 shutting down is logged and restarted (with a growing delay if it keeps dying young); one
 that dies before the pool first came up ends the start-up with exit code 1, as a single
@@ -124,7 +124,7 @@ class WorkerServer(DrainingServer):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """SIGTERM drains, however often it comes: the parent passes the first signal on,
-        and a supervisor that signals the whole group (systemd, `timeout`) sends one too.
+        and a supervisor that signals every process of the service (systemd) sends one too.
         Only the parent's `EXIT_NOW` is the second signal."""
         if sig == EXIT_NOW:
             self.exit_now()
