@@ -195,8 +195,9 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
+    port: int = sock.getsockname()[1]
     logging.getLogger("chatrelay").info(
-        "listening on http://%s:%d with %d workers", args.host, args.port, args.workers
+        "listening on http://%s:%d with %d workers", args.host, port, args.workers
     )
     pool = WorkerPool(settings, sock, host=args.host, log_level=args.log_level, count=args.workers)
     return pool.run()
