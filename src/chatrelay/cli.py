@@ -1,7 +1,8 @@
 """`chatrelay serve` runs the service; `chatrelay chat` and `chatrelay conversations` use it.
 
-`serve` validates configuration, checks the database and runs uvicorn. The other two are
-thin: their work is in `chatrelay.client.terminal`, over the official client.
+`serve` validates configuration, checks the database and runs uvicorn: in this process, or
+with `--workers N` in N worker processes behind one port (`chatrelay.web.workers`). The
+other two are thin: their work is in `chatrelay.client.terminal`, over the official client.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import socket
 import sys
 
-from chatrelay.config import LogFormat, Settings, load_settings
+from chatrelay.config import Settings, load_settings
 from chatrelay.errors import ChatRelayError
 
 
@@ -24,6 +25,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes behind the one port (default 1: this process serves;"
+        " more than 1 needs REDIS_URL)",
+    )
     chat = sub.add_parser(
         "chat",
         help="ask a question and stream the answer (no question: an interactive loop)",
@@ -73,8 +81,12 @@ def _run_client(args: argparse.Namespace) -> int:
         return 1
 
 
-async def _preflight(settings: Settings) -> None:
-    """Open the database and apply migrations before binding the port, to fail in one line."""
+async def _preflight(settings: Settings, *, prepare_storage: bool) -> None:
+    """Open the database and apply migrations before binding the port, to fail in one line.
+
+    With `prepare_storage` (a pool of workers) this process also replays the spool and
+    recovers orphans, once, before any worker runs: a worker (re)starting later must not.
+    """
     from chatrelay.storage.database import Database
     from chatrelay.storage.migrations import apply_migrations
 
@@ -82,8 +94,26 @@ async def _preflight(settings: Settings) -> None:
     await db.connect()
     try:
         await apply_migrations(db)
+        if prepare_storage:
+            from chatrelay.generation.startup import prepare_storage as prepare
+            from chatrelay.storage.repository import Repository
+            from chatrelay.storage.spool import Spool
+
+            await prepare(Repository(db), Spool(settings.data_dir / "spool"))
     finally:
         await db.disconnect()
+
+
+def _workers_problem(workers: int, settings: Settings) -> str | None:
+    """Several workers share generations through Redis; without it they cannot."""
+    if workers < 1:
+        return f"--workers must be at least 1, got {workers}"
+    if workers > 1 and settings.redis_url is None:
+        return (
+            f"--workers {workers} needs REDIS_URL: worker processes follow, resume and "
+            "cancel each other's generations through Redis (or use --workers 1)"
+        )
+    return None
 
 
 def _port_problem(host: str, port: int) -> str | None:
@@ -117,7 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     except ChatRelayError as exc:
         print(f"chatrelay: {exc.message}", file=sys.stderr)
         return 2
-    json_logs = settings.log_format is LogFormat.JSON
     # Every record this handler writes has query credentials redacted, whatever logged it.
     configure_logging(args.log_level, settings.log_format, filters=[QueryRedactionFilter()])
     # httpx logs a line per upstream call, and httpcore's debug lines carry raw headers
@@ -129,40 +158,50 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chatrelay: cannot listen on {args.host}:{args.port}: {problem}", file=sys.stderr)
         return 1
 
+    workers_problem = _workers_problem(args.workers, settings)
+    if workers_problem is not None:
+        print(f"chatrelay: {workers_problem}", file=sys.stderr)
+        return 2
     try:
-        asyncio.run(_preflight(settings))
+        asyncio.run(_preflight(settings, prepare_storage=args.workers > 1))
     except ChatRelayError as exc:
         print(f"chatrelay: {exc.message}", file=sys.stderr)
         return 2 if exc.code == "config_error" else 1
-
-    import uvicorn
-    from uvicorn.config import LOGGING_CONFIG
+    if args.workers > 1:
+        return _serve_workers(args, settings)
 
     from chatrelay.web import log_redaction
     from chatrelay.web.app import create_app
-    from chatrelay.web.server import DrainingServer
+    from chatrelay.web.server import DrainingServer, server_config
 
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        # JSON: uvicorn's loggers go through the root handler (one JSON line each), and the
-        # access log gives way to the service's own request line, which has the request id,
-        # the route template and no query string.
-        log_config=None if json_logs else LOGGING_CONFIG,
-        access_log=not json_logs,
-        lifespan="on",
-        proxy_headers=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
-    )
+    config = server_config(app, settings, host=args.host, port=args.port, log_level=args.log_level)
     # After uvicorn.Config, which (re)configures uvicorn's loggers: `?token=` of a
     # stream_url is a credential and must not reach the access log.
     log_redaction.install()
     server = DrainingServer(config, app, settings.shutdown_grace)
     server.run()
     return 0 if server.started else 1
+
+
+def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
+    """Bind the port here, then run `--workers` processes on it until a signal."""
+    from chatrelay.web.workers import WorkerPool, bind_listener
+
+    try:
+        sock = bind_listener(args.host, args.port)
+    except OSError as exc:
+        print(
+            f"chatrelay: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    port: int = sock.getsockname()[1]
+    logging.getLogger("chatrelay").info(
+        "listening on http://%s:%d with %d workers", args.host, port, args.workers
+    )
+    pool = WorkerPool(settings, sock, host=args.host, log_level=args.log_level, count=args.workers)
+    return pool.run()
 
 
 if __name__ == "__main__":

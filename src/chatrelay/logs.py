@@ -25,10 +25,12 @@ FIELDS = "fields"  # the `extra` key whose dict a JSON line is extended with
 
 
 class TextFormatter(logging.Formatter):
-    """The readable line, with ` [request <id>]` when it was logged under a request."""
+    """The readable line, with ` [request <id>]` when it was logged under a request (and
+    `[worker N]` in a worker of `--workers`)."""
 
-    def __init__(self) -> None:
-        super().__init__(TEXT_FORMAT)
+    def __init__(self, worker: int | None = None) -> None:
+        tag = "" if worker is None else f"[worker {worker}] "
+        super().__init__(TEXT_FORMAT.replace("%(name)s", tag + "%(name)s", 1))
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -37,7 +39,12 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record; structured `fields` are merged in at the top level."""
+    """One JSON object per record; structured `fields` are merged in at the top level (and
+    `worker` in a worker of `--workers`)."""
+
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self._worker = worker
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -47,6 +54,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if self._worker is not None:
+            line["worker"] = self._worker
         request_id = current_request_id()
         if request_id is not None:
             line["request_id"] = request_id
@@ -63,15 +72,19 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(
-    level: str, log_format: LogFormat, *, filters: Sequence[logging.Filter] = ()
+    level: str,
+    log_format: LogFormat,
+    *,
+    filters: Sequence[logging.Filter] = (),
+    worker: int | None = None,
 ) -> None:
     """The root handler on stderr in `log_format`; `filters` run on every record it writes."""
     handler = logging.StreamHandler(sys.stderr)
     if log_format is LogFormat.JSON:
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(worker))
         logging.captureWarnings(True)  # Python's warnings too, rather than bare stderr text
     else:
-        handler.setFormatter(TextFormatter())
+        handler.setFormatter(TextFormatter(worker))
     for log_filter in filters:
         handler.addFilter(log_filter)
     root = logging.getLogger()

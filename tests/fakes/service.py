@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -25,11 +26,15 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """Starts the service with an explicit environment; logs go to a file for diagnosis."""
+    """Starts the service with an explicit environment; logs go to a file for diagnosis.
 
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+    `args` are extra `serve` arguments, e.g. `["--workers", "2"]`.
+    """
+
+    def __init__(self, env: dict[str, str], workdir: Path, args: Sequence[str] = ()) -> None:
         self.env = env
         self.workdir = workdir
+        self.args = list(args)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"service-{self.port}.log"
@@ -56,6 +61,7 @@ class ServiceProcess:
                 str(self.port),
                 "--log-level",
                 "info",
+                *self.args,
             ],
             cwd=self.workdir,
             env=env,

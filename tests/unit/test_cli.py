@@ -14,6 +14,7 @@ import pytest
 def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CHATRELAY_", "OPENAI_"))}
     clean.pop("DATABASE_URL", None)
+    clean.pop("REDIS_URL", None)
     return subprocess.run(
         [sys.executable, "-m", "chatrelay", *args],
         env={**clean, **env},
@@ -33,6 +34,9 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
         ({"CHATRELAY_SHUTDOWN_GRACE": "later"}, ["serve"], "CHATRELAY_SHUTDOWN_GRACE"),
         ({}, ["serve", "--port", "70000"], "--port"),
         ({"CHATRELAY_CORS_ORIGINS": "localhost:3000"}, ["serve"], "CHATRELAY_CORS_ORIGINS"),
+        ({}, ["serve", "--workers", "2"], "--workers 2 needs REDIS_URL"),
+        ({"REDIS_URL": ""}, ["serve", "--workers", "3"], "--workers 3 needs REDIS_URL"),
+        ({"REDIS_URL": "redis://127.0.0.1:6379/0"}, ["serve", "--workers", "0"], "--workers"),
     ],
 )
 def test_bad_configuration_is_one_line(

@@ -14,7 +14,7 @@ from chatrelay.broker.memory import MemoryBroker
 from chatrelay.generation.persistence import Persistence
 from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.generation.runner import ChatUpstream
-from chatrelay.generation.startup import prepare_storage
+from chatrelay.generation.startup import prepare_storage as prepare
 from chatrelay.generation.subscription import Subscriptions
 from chatrelay.observe import NULL_OBSERVER, Observer
 from chatrelay.storage.repository import Repository
@@ -36,13 +36,19 @@ class Engine:
         *,
         broker: Broker | None = None,
         spool: Spool | None = None,
+        prepare_storage: bool = True,
         checkpoint_interval: float = 1.0,
         finished_log_ttl: float = 30.0,
         poll_interval: float = 0.5,
         observer: Observer = NULL_OBSERVER,
     ) -> Engine:
-        """Replay the spool and recover orphans, then start writing and accepting work."""
-        await prepare_storage(repo, spool)
+        """Replay the spool and recover orphans, then start writing and accepting work.
+
+        Without `prepare_storage` the first step is skipped: one worker of several on a
+        database must not mark its siblings' running messages `interrupted`.
+        """
+        if prepare_storage:
+            await prepare(repo, spool)
         broker = broker if broker is not None else MemoryBroker()
         persistence = Persistence(
             repo, spool=spool, checkpoint_interval=checkpoint_interval, observer=observer

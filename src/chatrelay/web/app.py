@@ -73,8 +73,14 @@ def _warn_about_defaults(settings: Settings) -> None:
         log.warning("CHATRELAY_SECRET is not set: stream_url tokens die with this process")
 
 
-def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlette:
-    """The app; its metrics live on their own registry (`metrics`, or a new one)."""
+def create_app(
+    settings: Settings, *, metrics: Metrics | None = None, prepare_storage: bool = True
+) -> Starlette:
+    """The app; its metrics live on their own registry (`metrics`, or a new one).
+
+    `prepare_storage=False` is for a worker of a pool, whose parent replayed the spool and
+    recovered orphans before any worker started.
+    """
     metrics = metrics if metrics is not None else Metrics()
     observer = Fanout([metrics, OutcomeLog(log_content=settings.log_content)])
 
@@ -115,6 +121,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
                 upstream,
                 broker=broker,
                 spool=Spool(settings.data_dir / "spool"),
+                prepare_storage=prepare_storage,
                 checkpoint_interval=settings.checkpoint_interval,
                 finished_log_ttl=settings.finished_log_ttl,
                 observer=observer,

@@ -14,14 +14,48 @@ import os
 import socket
 import threading
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
+from uvicorn.config import LOGGING_CONFIG
+
+from chatrelay.config import LogFormat, Settings
 
 log = logging.getLogger("chatrelay")
 
 _FORCED_EXIT_AFTER = 5.0  # seconds a second signal waits for final writes before exiting
+
+
+def server_config(
+    app: Starlette,
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    log_level: str,
+    log_config: dict[str, Any] | None = None,
+) -> uvicorn.Config:
+    """The one uvicorn configuration, for a single process and for each worker of a pool.
+
+    uvicorn's own graceful timeout is longer than the drain, so the drain decides.
+    """
+    json_logs = settings.log_format is LogFormat.JSON
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        # JSON: uvicorn's loggers go through the root handler (one JSON line each), and the
+        # access log gives way to the service's own request line, which has the request id,
+        # the route template and no query string.
+        log_config=None if json_logs else (LOGGING_CONFIG if log_config is None else log_config),
+        access_log=not json_logs,
+        lifespan="on",
+        proxy_headers=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
+    )
 
 
 class DrainingServer(uvicorn.Server):
@@ -40,19 +74,23 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._drain_task is not None or self._loop is None:
-            log.warning("second signal: interrupting generations and exiting now")
-            self.should_exit = True
-            self.force_exit = True
-            AppStatus.should_exit = True
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._interrupt_all)
-            # Whatever still holds the process after this is not worth waiting for:
-            # messages left `streaming` are recovered as `interrupted` at the next start.
-            watchdog = threading.Timer(_FORCED_EXIT_AFTER, os._exit, args=(1,))
-            watchdog.daemon = True
-            watchdog.start()
+            self.exit_now()
             return
         self._loop.call_soon_threadsafe(self._start_drain)
+
+    def exit_now(self) -> None:
+        """The second signal: interrupt what still runs (stored `interrupted`) and stop."""
+        log.warning("second signal: interrupting generations and exiting now")
+        self.should_exit = True
+        self.force_exit = True
+        AppStatus.should_exit = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._interrupt_all)
+        # Whatever still holds the process after this is not worth waiting for:
+        # messages left `streaming` are recovered as `interrupted` at the next start.
+        watchdog = threading.Timer(_FORCED_EXIT_AFTER, os._exit, args=(1,))
+        watchdog.daemon = True
+        watchdog.start()
 
     def _interrupt_all(self) -> None:
         context = getattr(self._app.state, "chatrelay", None)
