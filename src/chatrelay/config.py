@@ -27,6 +27,8 @@ class Settings:
     openai_api_key: str | None = field(default=None, repr=False)
     database_url: str = f"sqlite:///{DEFAULT_DATA_DIR}/chatrelay.db"
     redis_url: str | None = None
+    redis_prefix: str = "chatrelay:"
+    lease_ttl: float = 30.0
     api_keys: Mapping[str, str] = field(default_factory=dict, repr=False)  # key -> tenant
     default_model: str = "gpt-4o-mini"
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
@@ -243,6 +245,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         openai_api_key=api_key,
         database_url=_database_url(env.get("DATABASE_URL")),
         redis_url=redis_url,
+        redis_prefix=env.get("CHATRELAY_REDIS_PREFIX", "chatrelay:"),
+        lease_ttl=_float(env, "CHATRELAY_LEASE_TTL", 30.0, minimum=1.0),
         api_keys=_api_keys(env.get("CHATRELAY_API_KEYS")),
         default_model=default_model,
         secret=secret_raw.encode() if secret_raw else secrets.token_bytes(32),

@@ -63,4 +63,14 @@ class Broker(Protocol):
         """Forget a topic: its events are no longer served from here."""
         ...
 
+    async def publish_external_end(self, message: Message) -> None:
+        """`message` was closed by someone other than its generation — the lease sweeper,
+        after its owner died — and is now terminal in the database (`interrupted`).
+
+        A shared broker must append the `error` event for it to the message's topic (if
+        that topic exists and is not yet closed), so subscribers on every instance end;
+        publishing nothing is fine for a broker no other instance reads.
+        """
+        ...
+
     async def aclose(self) -> None: ...

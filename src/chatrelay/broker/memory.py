@@ -95,5 +95,10 @@ class MemoryBroker:
     def discard(self, message_id: str) -> None:
         self._topics.pop(message_id, None)
 
+    async def publish_external_end(self, message: Message) -> None:
+        """Nothing to do: these topics hold only this process's own generations, and a
+        subscriber here following another instance's message polls the database, where
+        the terminal status already is."""
+
     async def aclose(self) -> None:
         self._topics.clear()

@@ -1,4 +1,5 @@
-"""The generation core wired together: broker, persistence, registry, subscriptions.
+"""The generation core wired together: broker, persistence, registry, subscriptions,
+leases and the peers (other instances, through the control channel).
 
 One place builds them in the right order (storage prepared before anything runs, the
 checkpointer over the registry's running generations) and takes them down in reverse,
@@ -10,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chatrelay.broker.base import Broker
+from chatrelay.broker.control import ControlBus
 from chatrelay.broker.memory import MemoryBroker
+from chatrelay.generation.leases import Leases
+from chatrelay.generation.peers import Peers
 from chatrelay.generation.persistence import Persistence
 from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.generation.runner import ChatUpstream
@@ -26,6 +30,8 @@ class Engine:
     persistence: Persistence
     registry: GenerationRegistry
     subscriptions: Subscriptions
+    leases: Leases
+    peers: Peers
 
     @classmethod
     async def start(
@@ -38,9 +44,14 @@ class Engine:
         checkpoint_interval: float = 1.0,
         finished_log_ttl: float = 30.0,
         poll_interval: float = 0.5,
+        control: ControlBus | None = None,
     ) -> Engine:
-        """Replay the spool and recover orphans, then start writing and accepting work."""
-        await prepare_storage(repo, spool)
+        """Replay the spool and recover orphans, then start writing and accepting work.
+
+        With a control channel (`REDIS_URL`) other instances share the database, so
+        start-up recovers only orphans whose lease expired (`startup.py`).
+        """
+        await prepare_storage(repo, spool, shared_database=control is not None)
         broker = broker if broker is not None else MemoryBroker()
         persistence = Persistence(repo, spool=spool, checkpoint_interval=checkpoint_interval)
         registry = GenerationRegistry(
@@ -48,7 +59,11 @@ class Engine:
         )
         persistence.start(registry.running)
         subscriptions = Subscriptions(repo, registry, broker, poll_interval=poll_interval)
-        return cls(broker, persistence, registry, subscriptions)
+        leases = Leases(repo, broker, registry.running, ttl=repo.lease_ttl)
+        leases.start()
+        peers = Peers(repo, registry, control)
+        await peers.start()
+        return cls(broker, persistence, registry, subscriptions, leases, peers)
 
     async def drain(self, grace: float) -> None:
         await self.registry.drain(grace)
@@ -56,5 +71,7 @@ class Engine:
     async def close(self) -> None:
         """After `drain`: stop the writers (spooling what never landed), free the topics."""
         self.registry.close()
+        await self.peers.aclose()
+        await self.leases.close()
         await self.persistence.close()
         await self.broker.aclose()

@@ -9,10 +9,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
+from chatrelay.broker.control import RedisControlBus
 from chatrelay.completions.catalog import ModelCatalog
 from chatrelay.completions.recording import ChatCompletions
 from chatrelay.config import Settings
 from chatrelay.generation.engine import Engine
+from chatrelay.ids import new_id
 from chatrelay.service import ChatService
 from chatrelay.storage.database import Database
 from chatrelay.storage.migrations import apply_migrations
@@ -75,13 +77,20 @@ def create_app(settings: Settings) -> Starlette:
             await apply_migrations(db)
             upstream = UpstreamClient(upstream_config(settings, base_url))
             stack.push_async_callback(upstream.aclose)
-            repo = Repository(db)
+            instance_id = new_id("inst")  # this process, as recorded with what it generates
+            repo = Repository(db, instance_id=instance_id, lease_ttl=settings.lease_ttl)
+            control = None
+            if settings.redis_url is not None:
+                control = RedisControlBus(
+                    settings.redis_url, prefix=settings.redis_prefix, instance_id=instance_id
+                )
             engine = await Engine.start(
                 repo,
                 upstream,
                 spool=Spool(settings.data_dir / "spool"),
                 checkpoint_interval=settings.checkpoint_interval,
                 finished_log_ttl=settings.finished_log_ttl,
+                control=control,
             )
             stack.push_async_callback(engine.close)
             app.state.chatrelay = AppContext(
@@ -94,6 +103,7 @@ def create_app(settings: Settings) -> Starlette:
                     engine.registry,
                     settings.default_model,
                     context_tokens=settings.context_tokens,
+                    peers=engine.peers,
                 ),
                 completions=ChatCompletions(
                     repo, engine.registry, engine.subscriptions, settings.default_model
@@ -101,7 +111,7 @@ def create_app(settings: Settings) -> Starlette:
                 models=ModelCatalog(upstream),
                 auth=Authenticator(settings.api_keys, settings.secret, settings.stream_token_ttl),
             )
-            log.info("chatrelay ready (database: %s)", db.dialect)
+            log.info("chatrelay ready (database: %s, instance %s)", db.dialect, instance_id)
             try:
                 yield
             finally:
