@@ -148,7 +148,7 @@ async def test_regenerate_on_another_instance_supersedes_the_running_answer(
         upstream_closed = await asyncio.to_thread(stack.upstream.wait_for_disconnect, 5.0)
         assert upstream_closed is not None, "the superseded generation kept running"
         assert upstream_closed - regenerated_at < 1.0
-        replaced = await wait_final(on_a, running)
+        replaced = await wait_final(on_b, running)  # the record (A shows its memory)
         assert replaced["status"] == "cancelled"
         assert replaced["superseded_by"] is not None
         new = await wait_final(on_b, answer.json()["assistant_message"]["id"])
