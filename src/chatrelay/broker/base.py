@@ -63,13 +63,14 @@ class Broker(Protocol):
         """Forget a topic: its events are no longer served from here."""
         ...
 
-    async def publish_external_end(self, message: Message) -> None:
-        """`message` was closed by someone other than its generation — the lease sweeper,
+    async def publish_external_end(self, event: LogEvent) -> None:
+        """A message was closed by someone other than its generation — the lease sweeper,
         after its owner died — and is now terminal in the database (`interrupted`).
 
-        A shared broker must append the `error` event for it to the message's topic (if
-        that topic exists and is not yet closed), so subscribers on every instance end;
-        publishing nothing is fine for a broker no other instance reads.
+        `event` is its terminal `error` event exactly as a replay from the database gives
+        it (id `RECOVERED_END_ID`, the stored message). A shared broker appends it to the
+        message's topic if that topic exists and is not closed yet, so subscribers on
+        every instance end; a broker no other instance reads has nothing to do.
         """
         ...
 

@@ -201,7 +201,7 @@ class RedisControlBus:
                     message = await pubsub.get_message(timeout=None)
                     if message is not None and message.get("type") == "message":
                         self._receive(message["data"])
-            except redis.RedisError as exc:
+            except Exception as exc:  # Redis gone or restarted: resubscribe, never give up
                 self._subscribed.clear()
                 log.warning("control channel: %s; resubscribing in %.1f s", exc, delay)
                 await asyncio.sleep(delay)

@@ -95,7 +95,7 @@ class MemoryBroker:
     def discard(self, message_id: str) -> None:
         self._topics.pop(message_id, None)
 
-    async def publish_external_end(self, message: Message) -> None:
+    async def publish_external_end(self, event: LogEvent) -> None:
         """Nothing to do: these topics hold only this process's own generations, and a
         subscriber here following another instance's message polls the database, where
         the terminal status already is."""

@@ -32,6 +32,7 @@ from collections.abc import Callable
 
 from chatrelay.broker.base import Broker
 from chatrelay.errors import StorageError
+from chatrelay.generation.replay import events_from_message
 from chatrelay.generation.runner import Generation, StopReason
 from chatrelay.storage.repository import OrphanScope, Repository
 
@@ -79,7 +80,7 @@ class Leases:
             if generation is not None:
                 generation.stop(StopReason.LEASE_LOST)
             try:
-                await self._broker.publish_external_end(message)
+                await self._broker.publish_external_end(events_from_message(message)[-1])
             except Exception:
                 log.exception("could not publish the end of %s", message.id)
         return len(swept)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+from chatrelay.broker.event import EventKind, LogEvent
+from chatrelay.broker.memory import MemoryBroker
 from chatrelay.generation.leases import Leases
+from chatrelay.generation.replay import RECOVERED_END_ID
 from chatrelay.generation.startup import recover_interrupted
 from chatrelay.models import Status
 from chatrelay.storage.repository import OrphanScope, Repository
@@ -75,3 +78,29 @@ async def test_a_generation_swept_under_its_owner_stops_interrupted(harness: Har
     assert final.error is not None and final.error["code"] == "interrupted"
     stored = await harness.stored(generation.message.id)
     assert stored.status is Status.INTERRUPTED
+
+
+class EndRecordingBroker(MemoryBroker):
+    """The in-process broker, keeping what the sweeper hands a shared broker to publish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.external_ends: list[LogEvent] = []
+
+    async def publish_external_end(self, event: LogEvent) -> None:
+        self.external_ends.append(event)
+
+
+async def test_the_sweep_hands_the_broker_the_recovered_error_event(harness: Harness) -> None:
+    dead = await _streaming_message(Repository(harness.db, instance_id="inst_dead", lease_ttl=-5))
+    broker = EndRecordingBroker()
+    leases = Leases(Repository(harness.db), broker, list, ttl=1)
+
+    assert await leases.tick() == 1
+
+    [event] = broker.external_ends
+    assert (event.kind, event.seq) == (EventKind.ERROR, RECOVERED_END_ID)
+    assert event.final.id == dead and event.final.status is Status.INTERRUPTED
+    assert event.error["code"] == "interrupted"
+    replayed = await harness.events(dead)
+    assert replayed[-1] == event, "the same event a replay from the database ends with"
