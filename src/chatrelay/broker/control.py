@@ -31,6 +31,7 @@ log = logging.getLogger("chatrelay.control")
 _SUBSCRIBE_WAIT = 2.0  # seconds start() waits for the first subscription
 _RETRY_FIRST_DELAY = 0.1
 _RETRY_MAX_DELAY = 5.0
+_NOTICE_SEND_TIMEOUT = 5.0  # a Redis that hangs must not hold up every later notice
 _MAX_QUEUED_NOTICES = 10_000  # beyond this (Redis down for long) notices are dropped
 
 
@@ -185,9 +186,10 @@ class RedisControlBus:
         while True:
             channel, envelope = await self._notices.get()
             try:
-                await self._redis.publish(channel, envelope)
-            except redis.RedisError as exc:
-                log.warning("control channel: notice to %s lost: %s", channel, exc)
+                async with asyncio.timeout(_NOTICE_SEND_TIMEOUT):
+                    await self._redis.publish(channel, envelope)
+            except (redis.RedisError, TimeoutError) as exc:
+                log.warning("control channel: notice to %s lost: %r", channel, exc)
 
     async def _listen(self) -> None:
         delay = _RETRY_FIRST_DELAY
