@@ -195,7 +195,7 @@ async def test_cancel_on_disconnect_counts_watchers_on_every_instance(stack: Sta
         await close_tab(tab_b1)  # a watcher on B leaves; the one on A still watches
         assert await still_streaming(), "a watcher on the owner keeps it alive"
         tab_b2 = await open_tab(on_b)
-        await asyncio.sleep(0.3)  # B's `joined` reaches A before A's own tab closes
+        await asyncio.sleep(0.5)  # B's `joined` reaches A before A's own tab closes
         await close_tab(tab_a)  # the owner's own watcher leaves; B's still counts
         assert await still_streaming(), "a watcher on another instance keeps it alive"
         left_at = time.monotonic()
