@@ -40,6 +40,7 @@ class Settings:
     redis_prefix: str = "chatrelay:"
     redis_finished_ttl: float = 300.0
     redis_max_events: int = 200_000
+    lease_ttl: float = 30.0
     api_keys: Mapping[str, str] = field(default_factory=dict, repr=False)  # key -> tenant
     default_model: str = "gpt-4o-mini"
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
@@ -305,6 +306,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         redis_prefix=redis_prefix,
         redis_finished_ttl=redis_finished_ttl,
         redis_max_events=_int(env, "CHATRELAY_REDIS_MAX_EVENTS", 200_000, minimum=1000),
+        lease_ttl=_float(env, "CHATRELAY_LEASE_TTL", 30.0, minimum=1.0),
         api_keys=_api_keys(env.get("CHATRELAY_API_KEYS")),
         default_model=default_model,
         secret=secret_raw.encode() if secret_raw else secrets.token_bytes(32),

@@ -18,6 +18,8 @@ def test_defaults_need_no_configuration() -> None:
     assert settings.api_keys == {}
     assert settings.secret_is_random and len(settings.secret) == 32
     assert settings.redis_url is None
+    assert settings.redis_prefix == "chatrelay:"
+    assert settings.lease_ttl == 30.0
 
 
 def test_values_are_read() -> None:
@@ -31,6 +33,8 @@ def test_values_are_read() -> None:
             "CHATRELAY_SECRET": "s3cret",
             "CHATRELAY_SHUTDOWN_GRACE": "3.5",
             "CHATRELAY_INCLUDE_USAGE": "false",
+            "CHATRELAY_LEASE_TTL": "2.5",
+            "CHATRELAY_REDIS_PREFIX": "tenant-a:",
         }
     )
     assert not settings.use_mock_upstream
@@ -40,6 +44,8 @@ def test_values_are_read() -> None:
     assert settings.secret == b"s3cret" and not settings.secret_is_random
     assert settings.shutdown_grace == 3.5
     assert settings.include_usage is False
+    assert settings.lease_ttl == 2.5
+    assert settings.redis_prefix == "tenant-a:"
 
 
 def test_redis_settings() -> None:
@@ -92,6 +98,7 @@ def test_secrets_stay_out_of_repr() -> None:
             ">= CHATRELAY_FINISHED_LOG_TTL",
         ),
         ({"CHATRELAY_REDIS_MAX_EVENTS": "10"}, "CHATRELAY_REDIS_MAX_EVENTS"),
+        ({"CHATRELAY_LEASE_TTL": "0.5"}, "CHATRELAY_LEASE_TTL"),
         ({"CHATRELAY_STREAM_TOKEN_TTL": "inf"}, "finite"),
         ({"CHATRELAY_SHUTDOWN_GRACE": "1e400"}, "finite"),
         ({"CHATRELAY_API_KEYS": " , "}, "names no tenant:key"),

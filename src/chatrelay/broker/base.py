@@ -76,6 +76,16 @@ class Broker(Protocol):
 
     async def check(self) -> str | None:
         """None when the broker works, else why not (for readiness)."""
+
+    async def publish_external_end(self, event: LogEvent) -> None:
+        """A message was closed by someone other than its generation — the lease sweeper,
+        after its owner died — and is now terminal in the database (`interrupted`).
+
+        `event` is its terminal `error` event exactly as a replay from the database gives
+        it (id `RECOVERED_END_ID`, the stored message). A shared broker appends it to the
+        message's topic if that topic exists and is not closed yet, so subscribers on
+        every instance end; a broker no other instance reads has nothing to do.
+        """
         ...
 
     async def aclose(self) -> None: ...

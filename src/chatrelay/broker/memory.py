@@ -98,5 +98,10 @@ class MemoryBroker:
     async def check(self) -> str | None:
         return None  # nothing outside this process to fail
 
+    async def publish_external_end(self, event: LogEvent) -> None:
+        """Nothing to do: these topics hold only this process's own generations, and a
+        subscriber here following another instance's message polls the database, where
+        the terminal status already is."""
+
     async def aclose(self) -> None:
         self._topics.clear()

@@ -64,6 +64,22 @@ return top
 """
 _APPEND_SHA = hashlib.sha1(_APPEND.encode()).hexdigest()
 
+# KEYS[1] the stream; ARGV: seq, field, value, EXPIRE seconds. The end of a message that
+# someone other than its generation closed (the lease sweeper): appended only to a stream
+# that exists and has not ended, atomically, since its owner may be alive and only cut
+# off from the database, publishing its own end at the same time. Returns 1 if appended.
+_END = """
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if not newest[1] then return 0 end
+local kind = newest[1][2][1]
+if kind == 'done' or kind == 'error' then return 0 end
+local top = tonumber(string.match(newest[1][1], '^%d+'))
+if top >= tonumber(ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[1], ARGV[1] .. '-0', ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
 _FAILURES = (RedisError, OSError, TimeoutError)
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
@@ -258,6 +274,20 @@ class RedisBroker:
         if self._password:
             text = text.replace(self._password, "[redacted]")
         return text.replace(self._url, redacted_url(self._url))
+
+    async def publish_external_end(self, event: LogEvent) -> None:
+        """Subscribers of the message on every instance end with `event` (see `_END`); a
+        message whose stream is gone or already ended is left alone."""
+        field, value = encode_event(event)
+        await self._client.eval(
+            _END,
+            1,
+            self.key(event.final.id),
+            event.seq,
+            field,
+            value,
+            int(self._finished_ttl),
+        )
 
     # -- another instance's side ---------------------------------------------------------
 

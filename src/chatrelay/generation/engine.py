@@ -1,4 +1,5 @@
-"""The generation core wired together: broker, persistence, registry, subscriptions.
+"""The generation core wired together: broker, persistence, registry, subscriptions,
+leases and the peers (other instances, through the control channel).
 
 One place builds them in the right order (storage prepared before anything runs, the
 checkpointer over the registry's running generations) and takes them down in reverse,
@@ -10,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chatrelay.broker.base import Broker
+from chatrelay.broker.control import ControlBus
 from chatrelay.broker.memory import MemoryBroker
+from chatrelay.generation.leases import Leases
+from chatrelay.generation.peers import Peers
 from chatrelay.generation.persistence import Persistence
 from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.generation.runner import ChatUpstream
@@ -27,6 +31,8 @@ class Engine:
     persistence: Persistence
     registry: GenerationRegistry
     subscriptions: Subscriptions
+    leases: Leases
+    peers: Peers
 
     @classmethod
     async def start(
@@ -41,14 +47,17 @@ class Engine:
         finished_log_ttl: float = 30.0,
         poll_interval: float = 0.5,
         observer: Observer = NULL_OBSERVER,
+        control: ControlBus | None = None,
     ) -> Engine:
         """Replay the spool and recover orphans, then start writing and accepting work.
 
-        Without `prepare_storage` the first step is skipped: one worker of several on a
-        database must not mark its siblings' running messages `interrupted`.
+        With a control channel (`REDIS_URL`) other instances share the database, so
+        start-up recovers only orphans whose lease expired (`startup.py`). Without
+        `prepare_storage` the step is skipped altogether: a worker of a pool, whose parent
+        did it once before any worker started.
         """
         if prepare_storage:
-            await prepare(repo, spool)
+            await prepare(repo, spool, shared_database=control is not None)
         broker = broker if broker is not None else MemoryBroker()
         persistence = Persistence(
             repo, spool=spool, checkpoint_interval=checkpoint_interval, observer=observer
@@ -58,7 +67,11 @@ class Engine:
         )
         persistence.start(registry.running)
         subscriptions = Subscriptions(repo, registry, broker, poll_interval=poll_interval)
-        return cls(broker, persistence, registry, subscriptions)
+        leases = Leases(repo, broker, registry.running, ttl=repo.lease_ttl)
+        leases.start()
+        peers = Peers(repo, registry, control)
+        await peers.start()
+        return cls(broker, persistence, registry, subscriptions, leases, peers)
 
     async def drain(self, grace: float) -> None:
         await self.registry.drain(grace)
@@ -66,5 +79,7 @@ class Engine:
     async def close(self) -> None:
         """After `drain`: stop the writers (spooling what never landed), free the topics."""
         self.registry.close()
+        await self.peers.aclose()
+        await self.leases.close()
         await self.persistence.close()
         await self.broker.aclose()

@@ -34,7 +34,7 @@ Finalizer = Callable[[Message], Awaitable[None]]
 class StopReason(StrEnum):
     """Why a generation was stopped before the upstream finished; logged with its outcome.
 
-    `SHUTDOWN` ends it `interrupted`; every other reason ends it `cancelled`.
+    `SHUTDOWN` and `LEASE_LOST` end it `interrupted`; every other reason `cancelled`.
     """
 
     CANCELLED = "cancelled"  # POST /v1/messages/{id}/cancel
@@ -42,6 +42,7 @@ class StopReason(StrEnum):
     DELETED = "deleted"  # its conversation was deleted
     SUPERSEDED = "superseded"  # an edit or regenerate replaced it
     SHUTDOWN = "shutting_down"  # the service stopped under it
+    LEASE_LOST = "lease_lost"  # another instance swept it: the record already says interrupted
 
 
 class ChatStream(Protocol):
@@ -198,6 +199,9 @@ class Generation:
         elif self.stop_reason is StopReason.SHUTDOWN:
             status = Status.INTERRUPTED
             error = {"code": "shutting_down", "message": "the service stopped during generation"}
+        elif self.stop_reason is StopReason.LEASE_LOST:
+            status = Status.INTERRUPTED
+            error = {"code": "interrupted", "message": "its lease expired before it was renewed"}
         elif self.stop_reason is not None:
             status, error = Status.CANCELLED, None
         self.final = self._final_message(status, error)

@@ -104,6 +104,17 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
+    @property
+    def clock_sql(self) -> str:
+        """SQL for "now" in seconds since the epoch, on the database's clock.
+
+        Leases compare against this, never against an instance's own clock: PostgreSQL's
+        clock is one for every instance, and a SQLite file is only shared on one machine.
+        """
+        if self.is_sqlite:
+            return "((julianday('now') - 2440587.5) * 86400.0)"
+        return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
+
     async def connect(self) -> None:
         try:
             if self.is_sqlite:

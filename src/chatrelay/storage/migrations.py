@@ -92,6 +92,19 @@ def _superseded(dialect: str) -> list[str]:
     return ["ALTER TABLE messages ADD COLUMN superseded_by TEXT"]
 
 
+@migration("0003_message_leases")
+def _leases(dialect: str) -> list[str]:
+    """Which instance generates a streaming message, and until when its lease holds.
+
+    `lease_expires_at` is seconds since the epoch on the database's own clock, so that
+    instances with skewed clocks still agree on when a lease has expired.
+    """
+    return [
+        "ALTER TABLE messages ADD COLUMN owner TEXT",
+        "ALTER TABLE messages ADD COLUMN lease_expires_at DOUBLE PRECISION",
+    ]
+
+
 async def apply_migrations(db: Database) -> list[str]:
     """Apply every migration not yet recorded; returns the names applied now."""
     for attempt in range(20):

@@ -7,7 +7,8 @@ simply not found.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from chatrelay.clock import now_iso
@@ -23,11 +24,17 @@ _MESSAGE_COLUMNS = (
     "superseded_by"
 )
 
-_INSERT_MESSAGE = (
-    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ("
-    + ", ".join(":" + c.strip() for c in _MESSAGE_COLUMNS.split(","))
-    + ")"
-)
+
+def _insert_message_sql(clock_sql: str) -> str:
+    """The insert of a message; a `streaming` one gets its owner and a first lease."""
+    return (
+        f"INSERT INTO messages ({_MESSAGE_COLUMNS}, owner, lease_expires_at) VALUES ("
+        + ", ".join(":" + c.strip() for c in _MESSAGE_COLUMNS.split(","))
+        + f", :owner, {clock_sql} + CAST(:lease_ttl AS DOUBLE PRECISION))"
+    )
+
+
+_INTERRUPTED_ERROR = "interrupted"  # the code `replay.was_recovered` recognises
 _TEXT_FIELDS = ("content", "reasoning", "refusal", "model")
 _FINAL_FIELDS = frozenset(
     [
@@ -144,11 +151,43 @@ class Turn:
     history: list[Message]
     user: Message | None
     assistant: Message
+    replaced_running: list[Running] = field(default_factory=list)  # superseded, still streaming
+
+
+@dataclass(frozen=True)
+class Running:
+    """A message that was still `streaming`, and the instance that generates it."""
+
+    message_id: str
+    owner: str | None
+
+
+class OrphanScope(StrEnum):
+    """Which `streaming` messages `interrupt_orphans` closes."""
+
+    ALL = "all"  # one instance per database: whatever is streaming at start-up was left
+    EXPIRED_OR_UNLEASED = "expired_or_unleased"  # start-up beside other instances
+    EXPIRED = "expired"  # the periodic sweep: only leases that ran out
 
 
 class Repository:
-    def __init__(self, db: Database) -> None:
+    """`instance_id` owns the `streaming` messages this process inserts; each starts with
+    a lease of `lease_ttl` s (renewed by `renew_leases`). Without one, no lease is set."""
+
+    def __init__(
+        self, db: Database, *, instance_id: str | None = None, lease_ttl: float = 30.0
+    ) -> None:
         self.db = db
+        self.instance_id = instance_id
+        self.lease_ttl = lease_ttl
+        self._insert_message = _insert_message_sql(db.clock_sql)
+
+    def _insert_values(self, message: Message, now: str) -> dict[str, Any]:
+        values = _message_values(message, now)
+        leased = message.status is Status.STREAMING and self.instance_id is not None
+        values["owner"] = self.instance_id if leased else None
+        values["lease_ttl"] = self.lease_ttl if leased else None
+        return values
 
     # -- conversations ---------------------------------------------------------------
 
@@ -199,7 +238,9 @@ class Repository:
                     "updated_at": now,
                 },
             )
-            await unit.execute_many(_INSERT_MESSAGE, [_message_values(m, now) for m in stored])
+            await unit.execute_many(
+                self._insert_message, [self._insert_values(m, now) for m in stored]
+            )
         return conversation, stored
 
     async def get_conversation(self, tenant: str, conversation_id: str) -> Conversation:
@@ -228,7 +269,9 @@ class Repository:
         next_cursor = conversations[-1].id if len(rows) > limit else None
         return conversations, next_cursor
 
-    async def delete_conversation(self, tenant: str, conversation_id: str) -> None:
+    async def delete_conversation(self, tenant: str, conversation_id: str) -> list[Running]:
+        """Delete it and its messages; returns those that were still streaming, so that
+        their generations (here or on another instance) can be stopped."""
         async with self.db.unit(transaction=True) as unit:
             row = await unit.fetch_one(
                 "SELECT id FROM conversations WHERE id = :id AND tenant = :tenant",
@@ -236,10 +279,12 @@ class Repository:
             )
             if row is None:
                 raise NotFound(f"conversation {conversation_id} not found")
-            await unit.execute(
-                "DELETE FROM messages WHERE conversation_id = :id", {"id": conversation_id}
+            rows = await unit.fetch_all(
+                "DELETE FROM messages WHERE conversation_id = :id RETURNING id, owner, status",
+                {"id": conversation_id},
             )
             await unit.execute("DELETE FROM conversations WHERE id = :id", {"id": conversation_id})
+        return [Running(r["id"], r["owner"]) for r in rows if r["status"] == "streaming"]
 
     # -- messages --------------------------------------------------------------------
 
@@ -301,11 +346,12 @@ class Repository:
                 created_at=now,
                 params=params,
             )
+            replaced: list[Running] = []
             if supersede_from is not None:
-                await unit.execute(
+                rows = await unit.fetch_all(
                     "UPDATE messages SET superseded_by = :by, updated_at = :now "
                     "WHERE conversation_id = :cid AND seq >= :seq AND seq < :first_new "
-                    "AND superseded_by IS NULL",
+                    "AND superseded_by IS NULL RETURNING id, owner, status",
                     {
                         "by": (user or assistant).id,
                         "now": now,
@@ -314,16 +360,19 @@ class Repository:
                         "first_new": last - count + 1,
                     },
                 )
+                replaced = [
+                    Running(row["id"], row["owner"]) for row in rows if row["status"] == "streaming"
+                ]
             history_rows = await unit.fetch_all(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :id "
                 "AND seq < :first_new AND superseded_by IS NULL ORDER BY seq",
                 {"id": conversation_id, "first_new": last - count + 1},
             )
             await unit.execute_many(
-                _INSERT_MESSAGE,
-                [_message_values(m, now) for m in (user, assistant) if m is not None],
+                self._insert_message,
+                [self._insert_values(m, now) for m in (user, assistant) if m is not None],
             )
-        return Turn(conversation, [_message(r) for r in history_rows], user, assistant)
+        return Turn(conversation, [_message(r) for r in history_rows], user, assistant, replaced)
 
     async def list_messages(self, conversation_id: str) -> list[Message]:
         async with self.db.unit() as unit:
@@ -383,10 +432,49 @@ class Repository:
                 ],
             )
 
-    async def streaming_messages(self) -> list[Message]:
+    async def owner_of(
+        self, tenant: str, message_id: str, *, streaming_only: bool = False
+    ) -> str | None:
+        """The instance generating (or that generated) the tenant's message, if recorded."""
+        sql = "SELECT owner FROM messages WHERE id = :id AND tenant = :tenant"
+        if streaming_only:
+            sql += " AND status = 'streaming'"
+        async with self.db.unit() as unit:
+            row = await unit.fetch_one(sql, {"id": message_id, "tenant": tenant})
+        return None if row is None else row["owner"]
+
+    async def renew_leases(self) -> None:
+        """Extend the lease of every message this instance is still generating: one
+        statement however many there are."""
+        if self.instance_id is None:
+            return
+        async with self.db.unit() as unit:
+            await unit.execute(
+                f"UPDATE messages SET lease_expires_at = {self.db.clock_sql} "
+                "+ CAST(:ttl AS DOUBLE PRECISION) WHERE owner = :owner AND status = 'streaming'",
+                {"ttl": self.lease_ttl, "owner": self.instance_id},
+            )
+
+    async def interrupt_orphans(self, scope: OrphanScope, reason: str) -> list[Message]:
+        """Close `streaming` messages nobody generates any more as `interrupted`, keeping
+        their last checkpoint; returns them as closed.
+
+        One conditional UPDATE: a lease renewed a moment ago no longer matches, so a live
+        owner is never overruled (PostgreSQL re-checks the condition on a row it waited for).
+        """
+        condition = "status = 'streaming'"
+        expired = f"lease_expires_at < {self.db.clock_sql}"
+        if scope is OrphanScope.EXPIRED:
+            condition += f" AND {expired}"
+        elif scope is OrphanScope.EXPIRED_OR_UNLEASED:
+            condition += f" AND (lease_expires_at IS NULL OR {expired})"
+        now = now_iso()
         async with self.db.unit() as unit:
             rows = await unit.fetch_all(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE status = 'streaming'"
+                "UPDATE messages SET status = 'interrupted', error = :error, "
+                f"completed_at = :now, updated_at = :now WHERE {condition} "
+                f"RETURNING {_MESSAGE_COLUMNS}",
+                {"error": _dumps({"code": _INTERRUPTED_ERROR, "message": reason}), "now": now},
             )
         return [_message(r) for r in rows]
 
@@ -413,5 +501,7 @@ class Repository:
                 m.evolve(conversation_id=conversation_id, tenant=tenant, seq=first + i)
                 for i, m in enumerate(messages)
             ]
-            await unit.execute_many(_INSERT_MESSAGE, [_message_values(m, now) for m in stored])
+            await unit.execute_many(
+                self._insert_message, [self._insert_values(m, now) for m in stored]
+            )
         return stored

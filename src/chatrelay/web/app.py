@@ -11,11 +11,13 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from chatrelay.broker.base import Broker
+from chatrelay.broker.control import RedisControlBus
 from chatrelay.broker.redis import RedisBroker
 from chatrelay.completions.catalog import ModelCatalog
 from chatrelay.completions.recording import ChatCompletions
 from chatrelay.config import LogFormat, Settings
 from chatrelay.generation.engine import Engine
+from chatrelay.ids import new_id
 from chatrelay.metrics import Metrics
 from chatrelay.observe import NULL_OBSERVER, Fanout, Observer
 from chatrelay.outcome_log import OutcomeLog
@@ -106,8 +108,10 @@ def create_app(
                 log.info("%s", line)
             if settings.upstreams.check_at_start:
                 await upstream.check()
-            repo = Repository(db)
+            instance_id = new_id("inst")  # this process, as recorded with what it generates
+            repo = Repository(db, instance_id=instance_id, lease_ttl=settings.lease_ttl)
             broker: Broker | None = None
+            control = None
             if settings.redis_url:
                 broker = RedisBroker(
                     settings.redis_url,
@@ -116,6 +120,9 @@ def create_app(
                     max_events=settings.redis_max_events,
                 )
                 log.info("%s", broker.description)
+                control = RedisControlBus(
+                    settings.redis_url, prefix=settings.redis_prefix, instance_id=instance_id
+                )
             engine = await Engine.start(
                 repo,
                 upstream,
@@ -125,6 +132,7 @@ def create_app(
                 checkpoint_interval=settings.checkpoint_interval,
                 finished_log_ttl=settings.finished_log_ttl,
                 observer=observer,
+                control=control,
             )
             stack.push_async_callback(engine.close)
             app.state.chatrelay = AppContext(
@@ -138,6 +146,7 @@ def create_app(
                     settings.default_model,
                     context_tokens=settings.context_tokens,
                     check_model=upstream.check_model,
+                    peers=engine.peers,
                 ),
                 completions=ChatCompletions(
                     repo,
@@ -149,7 +158,7 @@ def create_app(
                 models=ModelCatalog(upstream),
                 auth=Authenticator(settings.api_keys, settings.secret, settings.stream_token_ttl),
             )
-            log.info("chatrelay ready (database: %s)", db.dialect)
+            log.info("chatrelay ready (database: %s, instance %s)", db.dialect, instance_id)
             try:
                 yield
             finally:

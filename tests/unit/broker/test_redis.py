@@ -263,3 +263,60 @@ def test_redacted_url_never_shows_the_password() -> None:
         "redis://redis.internal:6380/2"
     )
     assert "s3cret" not in RedisBroker("redis://:s3cret@127.0.0.1:1/0").description
+
+
+async def test_an_end_the_lease_sweeper_publishes_reaches_followers_once(
+    pair: tuple[RedisBroker, RedisBroker, aioredis.Redis],
+) -> None:
+    from chatrelay.generation.replay import RECOVERED_END_ID
+
+    owner, other, plain = pair
+    mid = "msg_swept"
+    topic = owner.open(mid)
+    topic.publish(EventKind.START, message=_message(mid))
+    topic.publish(EventKind.DELTA, text="part")
+    await until(lambda: topic.sent == 2)
+    remote = await other.find(mid)
+    assert remote is not None
+    follower = asyncio.ensure_future(_read_all(remote.read_batches(None)))
+    interrupted = _message(
+        mid,
+        content="part",
+        status=Status.INTERRUPTED,
+        error={"code": "interrupted", "message": "its instance stopped"},
+        pieces=[(PieceKind.CONTENT, 4)],
+        completed_at="2026-12-02T10:00:05.000Z",
+    )
+    end = LogEvent(RECOVERED_END_ID, EventKind.ERROR, message=interrupted)
+    await other.publish_external_end(end)
+    await other.publish_external_end(end)  # a second sweeper's (or a retry) changes nothing
+    events = await asyncio.wait_for(follower, 5)
+    assert [e.seq for e in events] == [1, 2, RECOVERED_END_ID]
+    assert events[-1].kind is EventKind.ERROR and events[-1].final == interrupted
+    assert await plain.xlen(owner.key(mid)) == 3
+
+
+async def test_an_external_end_leaves_ended_and_unknown_streams_alone(
+    pair: tuple[RedisBroker, RedisBroker, aioredis.Redis],
+) -> None:
+    from chatrelay.generation.replay import RECOVERED_END_ID
+
+    owner, other, plain = pair
+    mid = "msg_done_first"
+    topic = owner.open(mid)
+    topic.publish(EventKind.START, message=_message(mid))
+    topic.publish(EventKind.DONE, message=_final(mid, ""))
+    await until(lambda: topic.sent == 2)
+    swept = _message(mid, status=Status.INTERRUPTED, error={"code": "interrupted", "message": "x"})
+    await other.publish_external_end(LogEvent(RECOVERED_END_ID, EventKind.ERROR, message=swept))
+    key = owner.key(mid)
+    entries = await plain.xrange(key, "-", "+")
+    assert [entry for entry, _ in entries] == [b"1-0", b"2-0"], "the real end stays the end"
+    await other.publish_external_end(
+        LogEvent(
+            RECOVERED_END_ID,
+            EventKind.ERROR,
+            message=_message("msg_nowhere", status=Status.INTERRUPTED),
+        )
+    )
+    assert not await plain.exists(owner.key("msg_nowhere")), "no stream is created"

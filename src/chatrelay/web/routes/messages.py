@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chatrelay.errors import NotFound
+from chatrelay.generation.peers import Watcher
 from chatrelay.ids import looks_like_id
 from chatrelay.service import PostedMessage
 from chatrelay.web.context import context
@@ -50,7 +51,9 @@ async def message_stream(
     )
     if batches is None:
         return Response(status_code=204)  # resumed from the terminal event: nothing left
-    watched = ctx.registry.watch(message_id)
+    watched: Watcher | None = ctx.registry.watch(message_id)
+    if watched is None:  # generated on another instance: counted there
+        watched = await ctx.engine.peers.watch(tenant, message_id)
     if watched is None:
         return event_stream(batches, headers=headers)
     return event_stream(
