@@ -50,6 +50,14 @@ class Settings:
     mock_token_delay: float = 0.02
     data_dir_setting: str | None = None
     cors_origins: tuple[str, ...] = ()  # empty: no CORS headers at all; ("*",): any origin
+    # HTTP limits, enforced below the app by `web/http_protocol.py` (docs/security.md).
+    max_header_bytes: int = 32_768
+    max_url_bytes: int = 8_192
+    header_timeout: float = 15.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: int = 5
+    write_timeout: float = 30.0
+    max_connections: int = 4_096
 
     @property
     def use_mock_upstream(self) -> bool:
@@ -219,6 +227,16 @@ def _cors_origins(raw: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(origins))
 
 
+def _max_url_bytes(env: Mapping[str, str], max_header_bytes: int) -> int:
+    value = _int(env, "CHATRELAY_MAX_URL_BYTES", 8_192, minimum=256)
+    if value > max_header_bytes:
+        raise ConfigError(
+            f"CHATRELAY_MAX_URL_BYTES ({value}) must not exceed CHATRELAY_MAX_HEADER_BYTES "
+            f"({max_header_bytes}): the request target is part of the head"
+        )
+    return value
+
+
 def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
     """Build settings from `environ` (default: the process environment plus `./.env`)."""
     if environ is None:
@@ -238,6 +256,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         raise ConfigError("REDIS_URL must start with redis:// or rediss://")
     api_key = env.get("OPENAI_API_KEY", "").strip() or None
     default_model = env.get("CHATRELAY_DEFAULT_MODEL", "").strip() or "gpt-4o-mini"
+    max_header_bytes = _int(env, "CHATRELAY_MAX_HEADER_BYTES", 32_768, minimum=1024)
     return Settings(
         openai_base_url=_http_url("OPENAI_BASE_URL", env.get("OPENAI_BASE_URL"), DEFAULT_BASE_URL),
         openai_api_key=api_key,
@@ -268,4 +287,11 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         mock_token_delay=_float(env, "CHATRELAY_MOCK_TOKEN_DELAY", 0.02),
         data_dir_setting=env.get("CHATRELAY_DATA_DIR", "").strip() or None,
         cors_origins=_cors_origins(env.get("CHATRELAY_CORS_ORIGINS")),
+        max_header_bytes=max_header_bytes,
+        max_url_bytes=_max_url_bytes(env, max_header_bytes),
+        header_timeout=_float(env, "CHATRELAY_HEADER_TIMEOUT", 15.0, minimum=0.1),
+        body_timeout=_float(env, "CHATRELAY_BODY_TIMEOUT", 30.0, minimum=0.1),
+        keep_alive_timeout=_int(env, "CHATRELAY_KEEP_ALIVE_TIMEOUT", 5, minimum=1),
+        write_timeout=_float(env, "CHATRELAY_WRITE_TIMEOUT", 30.0, minimum=0.1),
+        max_connections=_int(env, "CHATRELAY_MAX_CONNECTIONS", 4_096, minimum=1),
     )
