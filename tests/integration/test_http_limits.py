@@ -420,30 +420,47 @@ async def test_connections_past_the_cap_get_503_json_with_retry_after(stack: Sta
 # -- subscribers that do not read -------------------------------------------------------------
 
 
+# ~6 MB of answer: more than the kernel's socket buffers (about 3 MB on loopback with the
+# reader's small window) plus the transport's 64 KiB high-water mark, so the server really
+# has to wait on the reader.
+LONG_ANSWER = [f"{i:05d}" + "x" * 16_000 for i in range(400)]
+
+
+async def _subscribe(relay: Relay, mid: str) -> socket.socket:
+    """A raw subscriber of the message's stream, with a small receive window."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    await asyncio.to_thread(sock.connect, ("127.0.0.1", relay.service.port))
+    sock.sendall(b"GET /v1/messages/" + mid.encode() + b"/events HTTP/1.1\r\n"
+                 b"Host: x\r\n" + AUTH + b"Accept: text/event-stream\r\n\r\n")  # fmt: skip
+    return sock
+
+
+def _dropped(relay: Relay, sock: socket.socket) -> bool:
+    port = sock.getsockname()[1]
+    return any(
+        f"127.0.0.1:{port}: dropped a client" in line for line in relay.service.log().splitlines()
+    )
+
+
 async def test_a_subscriber_that_never_reads_is_dropped_and_the_generation_is_recorded(
     relay: Relay,
 ) -> None:
-    # ~6 MB of answer: more than the kernel's socket buffers and the transport's high-water
-    # mark, so the server really has to wait on the reader.
-    tokens = [f"{i:05d}" + "x" * 16_000 for i in range(400)]
+    tokens = LONG_ANSWER
     relay.upstream.enqueue(Reply(tokens=tokens, delay=0.002))
     async with relay.client() as client:
         cid = await new_conversation(client)
         posted = await post_accepted(client, cid, "a long answer, please")
         mid = posted["assistant_message"]["id"]
-
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window
-        sock.settimeout(10)
-        await asyncio.to_thread(sock.connect, ("127.0.0.1", relay.service.port))
+        sock = await _subscribe(relay, mid)
         try:
-            sock.sendall(b"GET /v1/messages/" + mid.encode() + b"/events HTTP/1.1\r\n"
-                         b"Host: x\r\n" + AUTH + b"Accept: text/event-stream\r\n\r\n")  # fmt: skip
             final = await wait_final(client, mid, within=30)
             # Never read until now: the server must have given up on this reader by the
             # write timeout (after the generation, its last events wait on the reader).
             await asyncio.sleep(WRITE_TIMEOUT + MARGIN)
             received = await asyncio.to_thread(_drain, sock)
+            assert _dropped(relay, sock)
         finally:
             sock.close()
         assert received.startswith(b"HTTP/1.1 200"), received[:200]
@@ -453,7 +470,39 @@ async def test_a_subscriber_that_never_reads_is_dropped_and_the_generation_is_re
         stored = (await client.get(f"/v1/messages/{mid}")).json()
         assert stored["status"] == "completed"
         assert stored["content"] == "".join(tokens)
-    assert "dropped a client that read nothing" in relay.service.log()
+
+
+async def test_a_slow_subscriber_that_keeps_reading_gets_the_whole_stream(relay: Relay) -> None:
+    """The write timeout is on progress: pauses well inside it, over a stream that takes
+    several times it to deliver, are not a reason to drop the reader."""
+    relay.upstream.enqueue(Reply(tokens=LONG_ANSWER, delay=0.002))
+    async with relay.client() as client:
+        cid = await new_conversation(client)
+        mid = (await post_accepted(client, cid, "a long answer, slowly"))["assistant_message"]["id"]
+        sock = await _subscribe(relay, mid)
+        started = time.monotonic()
+        try:
+            received = await asyncio.to_thread(_read_in_bursts, sock, WRITE_TIMEOUT * 2 / 3)
+            assert not _dropped(relay, sock)
+        finally:
+            sock.close()
+        assert time.monotonic() - started > 2 * WRITE_TIMEOUT
+        assert b"event: done" in received
+        assert received.count(b"event: delta") == len(LONG_ANSWER)
+        assert (await wait_final(client, mid))["status"] == "completed"
+
+
+def _read_in_bursts(sock: socket.socket, pause: float) -> bytes:
+    """1 MiB at a time, then `pause` seconds of not reading, until the `done` event."""
+    received = b""
+    while b"event: done" not in received[-70_000:]:
+        burst_end = len(received) + (1 << 20)
+        while len(received) < burst_end and b"event: done" not in received[-70_000:]:
+            chunk = sock.recv(1 << 16)
+            assert chunk, f"the stream ended early after {len(received)} bytes: {received[-600:]!r}"
+            received += chunk
+        time.sleep(pause)
+    return received
 
 
 def _drain(sock: socket.socket) -> bytes:

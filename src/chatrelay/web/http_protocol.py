@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from asyncio import TimerHandle
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -49,6 +50,14 @@ from chatrelay.errors import (
     UriTooLong,
 )
 from chatrelay.web.errors import server_layer_error
+
+try:  # Linux: how much of what the kernel accepted the peer has not acknowledged yet
+    import fcntl
+    import termios
+
+    _TIOCOUTQ: int | None = termios.TIOCOUTQ
+except (ImportError, AttributeError):  # pragma: no cover - other platforms
+    _TIOCOUTQ = None
 
 __all__ = ["HttpLimits", "LimitedHttpProtocol", "protocol_for"]
 
@@ -274,9 +283,24 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if not self._lost and self.transport.get_write_buffer_size():
             self._watch_writes()
 
+    def _unsent_bytes(self) -> int:
+        """Written but not yet taken by the client: the transport's buffer plus the kernel's
+        send queue. The kernel's part matters: it holds megabytes, and it reports room to the
+        transport only once half of it is free, so a client that reads steadily in bursts can
+        leave the transport's buffer unchanged for longer than the timeout."""
+        unsent = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        if _TIOCOUTQ is not None and sock is not None:
+            try:
+                queued = fcntl.ioctl(sock.fileno(), _TIOCOUTQ, b"\0\0\0\0")
+                unsent += struct.unpack("i", queued)[0]
+            except (OSError, ValueError):
+                pass  # the socket is already gone: the transport's buffer says enough
+        return unsent
+
     def _watch_writes(self) -> None:
         if self._write_timer is None and not self._lost:
-            self._write_backlog = self.transport.get_write_buffer_size()
+            self._write_backlog = self._unsent_bytes()
             self._write_resumed = False
             self._write_timer = self.loop.call_later(self.limits.write_timeout, self._write_check)
 
@@ -288,7 +312,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         waiting = self.flow.write_paused or self.transport.is_closing()
         if backlog == 0 or not waiting:
             return  # delivered, or below the high-water mark and nothing waits on it
-        if self._write_resumed or backlog < self._write_backlog:
+        if self._write_resumed or self._unsent_bytes() < self._write_backlog:
             self._watch_writes()  # slow, but moving
             return
         log.warning(
