@@ -132,6 +132,23 @@ def _port_problem(host: str, port: int) -> str | None:
     return None
 
 
+def _warn_about_descriptors(max_connections: int) -> None:
+    """The connection cap only holds if the process may open that many sockets: past the
+    file-descriptor limit, accepting fails (and is retried) instead of answering 503."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = max_connections + 64  # the database, Redis, the upstream, logs
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        logging.getLogger("chatrelay").warning(
+            "open-file limit %d is below CHATRELAY_MAX_CONNECTIONS (%d) plus headroom: "
+            "raise it (ulimit -n %d) or lower the cap",
+            soft,
+            max_connections,
+            needed,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command != "serve":
@@ -179,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     # After uvicorn.Config, which (re)configures uvicorn's loggers: `?token=` of a
     # stream_url is a credential and must not reach the access log.
     log_redaction.install()
+    _warn_about_descriptors(settings.max_connections)
     server = DrainingServer(config, app, settings.shutdown_grace)
     server.run()
     return 0 if server.started else 1

@@ -77,6 +77,14 @@ class Settings:
     log_content: bool = False  # prompt and answer text in generation log lines (debugging)
     metrics_enabled: bool = True  # GET /metrics
     metrics_token: str | None = field(default=None, repr=False)  # bearer token /metrics wants
+    # HTTP limits, enforced below the app by `web/http_protocol.py` (docs/security.md).
+    max_header_bytes: int = 32_768
+    max_url_bytes: int = 8_192
+    header_timeout: float = 15.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: int = 5
+    write_timeout: float = 30.0
+    max_connections: int = 4_096
 
     @property
     def use_mock_upstream(self) -> bool:
@@ -256,6 +264,16 @@ def _metrics_token(raw: str | None) -> str | None:
     return token
 
 
+def _max_url_bytes(env: Mapping[str, str], max_header_bytes: int) -> int:
+    value = _int(env, "CHATRELAY_MAX_URL_BYTES", 8_192, minimum=256)
+    if value > max_header_bytes:
+        raise ConfigError(
+            f"CHATRELAY_MAX_URL_BYTES ({value}) must not exceed CHATRELAY_MAX_HEADER_BYTES "
+            f"({max_header_bytes}): the request target is part of the head"
+        )
+    return value
+
+
 def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
     """Build settings from `environ` (default: the process environment plus `./.env`)."""
     if environ is None:
@@ -298,6 +316,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
     base_url = upstream_base_url(
         "OPENAI_BASE_URL", env.get("OPENAI_BASE_URL", "").strip() or DEFAULT_BASE_URL
     )
+    max_header_bytes = _int(env, "CHATRELAY_MAX_HEADER_BYTES", 32_768, minimum=1024)
     return Settings(
         openai_base_url=base_url,
         openai_api_key=api_key,
@@ -343,4 +362,11 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         log_content=_bool(env, "CHATRELAY_LOG_CONTENT", False),
         metrics_enabled=_bool(env, "CHATRELAY_METRICS", True),
         metrics_token=_metrics_token(env.get("CHATRELAY_METRICS_TOKEN")),
+        max_header_bytes=max_header_bytes,
+        max_url_bytes=_max_url_bytes(env, max_header_bytes),
+        header_timeout=_float(env, "CHATRELAY_HEADER_TIMEOUT", 15.0, minimum=0.1),
+        body_timeout=_float(env, "CHATRELAY_BODY_TIMEOUT", 30.0, minimum=0.1),
+        keep_alive_timeout=_int(env, "CHATRELAY_KEEP_ALIVE_TIMEOUT", 5, minimum=1),
+        write_timeout=_float(env, "CHATRELAY_WRITE_TIMEOUT", 30.0, minimum=0.1),
+        max_connections=_int(env, "CHATRELAY_MAX_CONNECTIONS", 4_096, minimum=1),
     )

@@ -84,6 +84,24 @@ class ValidationFailed(ChatRelayError):
     code = "validation_error"
 
 
+class RequestTimeout(ChatRelayError):
+    """The client was too slow sending its request head or body (`web/http_protocol.py`)."""
+
+    code = "request_timeout"
+
+
+class UriTooLong(ChatRelayError):
+    """A request target longer than `CHATRELAY_MAX_URL_BYTES`."""
+
+    code = "uri_too_long"
+
+
+class HeadersTooLarge(ChatRelayError):
+    """A request head (request line and headers) larger than `CHATRELAY_MAX_HEADER_BYTES`."""
+
+    code = "headers_too_large"
+
+
 class ServiceUnavailable(ChatRelayError):
     code = "unavailable"
 

@@ -8,6 +8,7 @@ nothing; a body-less post needs no type.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
@@ -295,11 +296,10 @@ async def test_stream_tokens_never_reach_the_access_log(relay: Relay) -> None:
         pytest.param(b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", id="version"),
     ],
 )
-async def test_malformed_http_is_uvicorns_plain_400_and_the_service_stays_up(
+async def test_malformed_http_is_a_json_400_and_the_service_stays_up(
     relay: Relay, raw: bytes
 ) -> None:
-    # uvicorn writes this answer itself, before the app runs: plain text, not our JSON
-    # (docs/security.md). What matters is a 4xx, a closed connection and a service still up.
+    # Answered below the app, by web/http_protocol.py, in the JSON error shape.
     reader, writer = await asyncio.open_connection("127.0.0.1", relay.service.port)
     writer.write(raw)
     await writer.drain()
@@ -308,6 +308,9 @@ async def test_malformed_http_is_uvicorns_plain_400_and_the_service_stays_up(
     finally:
         writer.close()
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
-    assert b"connection: close" in answer.lower()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"connection: close" in head.lower()
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body)["error"]["code"] == "bad_request"
     async with httpx.AsyncClient(base_url=relay.url) as client:
         assert (await client.get("/healthz")).status_code == 200

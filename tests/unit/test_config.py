@@ -116,3 +116,53 @@ def test_bad_values_raise_config_error(env: dict[str, str], fragment: str) -> No
     with pytest.raises(ConfigError) as caught:
         load_settings(env)
     assert fragment in caught.value.message
+
+
+def test_http_limits_default_to_values_a_public_server_can_use() -> None:
+    settings = load_settings({})
+    assert settings.max_header_bytes == 32_768
+    assert settings.max_url_bytes == 8_192
+    assert settings.header_timeout == 15.0
+    assert settings.body_timeout == 30.0
+    assert settings.keep_alive_timeout == 5
+    assert settings.write_timeout == 30.0
+    assert settings.max_connections == 4_096
+
+
+def test_http_limits_are_read() -> None:
+    settings = load_settings(
+        {
+            "CHATRELAY_MAX_HEADER_BYTES": "4096",
+            "CHATRELAY_MAX_URL_BYTES": "1024",
+            "CHATRELAY_HEADER_TIMEOUT": "2.5",
+            "CHATRELAY_BODY_TIMEOUT": "3",
+            "CHATRELAY_KEEP_ALIVE_TIMEOUT": "75",
+            "CHATRELAY_WRITE_TIMEOUT": "0.5",
+            "CHATRELAY_MAX_CONNECTIONS": "10",
+        }
+    )
+    assert (settings.max_header_bytes, settings.max_url_bytes) == (4096, 1024)
+    assert (settings.header_timeout, settings.body_timeout) == (2.5, 3.0)
+    assert (settings.keep_alive_timeout, settings.write_timeout) == (75, 0.5)
+    assert settings.max_connections == 10
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"CHATRELAY_MAX_HEADER_BYTES": "100"}, "CHATRELAY_MAX_HEADER_BYTES must be >= 1024"),
+        ({"CHATRELAY_MAX_URL_BYTES": "10"}, "CHATRELAY_MAX_URL_BYTES must be >= 256"),
+        (
+            {"CHATRELAY_MAX_HEADER_BYTES": "2048", "CHATRELAY_MAX_URL_BYTES": "4096"},
+            "must not exceed CHATRELAY_MAX_HEADER_BYTES",
+        ),
+        ({"CHATRELAY_HEADER_TIMEOUT": "0"}, "CHATRELAY_HEADER_TIMEOUT must be >= 0.1"),
+        ({"CHATRELAY_BODY_TIMEOUT": "inf"}, "CHATRELAY_BODY_TIMEOUT must be a finite number"),
+        ({"CHATRELAY_WRITE_TIMEOUT": "soon"}, "CHATRELAY_WRITE_TIMEOUT must be a number"),
+        ({"CHATRELAY_KEEP_ALIVE_TIMEOUT": "1.5"}, "CHATRELAY_KEEP_ALIVE_TIMEOUT must be a whole"),
+        ({"CHATRELAY_MAX_CONNECTIONS": "0"}, "CHATRELAY_MAX_CONNECTIONS must be >= 1"),
+    ],
+)
+def test_bad_http_limits_raise_config_error(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        load_settings(env)

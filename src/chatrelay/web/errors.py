@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from chatrelay.errors import (
     BadRequest,
     ChatRelayError,
     Conflict,
+    HeadersTooLarge,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     ServiceUnavailable,
     Unauthorized,
     UnsupportedMediaType,
     UpstreamError,
     UpstreamTimeout,
+    UriTooLong,
     ValidationFailed,
 )
 from chatrelay.models import ErrorPayload
@@ -35,11 +39,14 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
     422: "validation_error",
     429: "rate_limited",
+    431: "headers_too_large",
     503: "unavailable",
 }
 
@@ -51,10 +58,13 @@ _STATUS: dict[type[ChatRelayError], int] = {
     Unauthorized: 401,
     NotFound: 404,
     MethodNotAllowed: 405,
+    RequestTimeout: 408,
     Conflict: 409,
     PayloadTooLarge: 413,
+    UriTooLong: 414,
     UnsupportedMediaType: 415,
     ValidationFailed: 422,
+    HeadersTooLarge: 431,
     ServiceUnavailable: 503,
     UpstreamTimeout: 504,
     UpstreamError: 502,
@@ -119,6 +129,15 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
 
 
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client left (or the server dropped it for a stalled body) while its body was read.
+
+    Nobody will read an answer; without this, Starlette logs a traceback for it twice.
+    """
+    log.debug("%s %s: client left before its body arrived", request.method, request.url.path)
+    return Response(status_code=400)
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     note_error("internal_error")
@@ -131,6 +150,7 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     ChatRelayError: handle_chatrelay_error,
     HTTPException: handle_http_exception,
+    ClientDisconnect: handle_client_disconnect,
     Exception: handle_unexpected,
 }
 
@@ -248,3 +268,18 @@ def openai_stream_error(error: ErrorPayload) -> dict[str, Any]:
     """The in-stream payload OpenAI sends (`data: {"error": {...}}`) once output has begun."""
     code, message = _recorded(error)
     return _openai_body(code, message, _openai_status(code, None), None)
+
+
+# -- errors the HTTP server layer writes itself (web/http_protocol.py) ------------------------
+
+
+def server_layer_error(exc: ChatRelayError, *, openai_shape: bool) -> tuple[int, bytes]:
+    """The status and encoded JSON body of an error answered below the app (a header limit,
+    a slow client, the connection cap), in the route's shape when the path is known."""
+    status = http_status(exc)
+    if openai_shape:
+        status = _openai_status(exc.code, status)
+        body = _openai_body(exc.code, exc.message, status, None)
+    else:
+        body = error_body(exc.code, exc.message)
+    return status, json.dumps(body, separators=(",", ":")).encode()

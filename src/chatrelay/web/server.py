@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from uvicorn.config import LOGGING_CONFIG
 
 from chatrelay.config import LogFormat, Settings
+from chatrelay.web.http_protocol import HttpLimits, protocol_for
 
 log = logging.getLogger("chatrelay")
 
@@ -54,6 +55,9 @@ def server_config(
         access_log=not json_logs,
         lifespan="on",
         proxy_headers=False,
+        # Header, body and write limits and the connection cap (docs/security.md).
+        http=protocol_for(HttpLimits.from_settings(settings)),
+        timeout_keep_alive=settings.keep_alive_timeout,
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
     )
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from sse_starlette import EventSourceResponse
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -58,6 +58,8 @@ def _openai_endpoint(method: str) -> Callable[[Endpoint], Endpoint]:
                 return openai_error_response(exc, headers={"Allow": allow_header})
             except ChatRelayError as exc:
                 return openai_error_response(exc)
+            except ClientDisconnect:
+                raise  # nobody to answer: web/errors.py drops it quietly
             except Exception:
                 log.exception("unhandled error on %s %s", request.method, request.url.path)
                 return openai_error(
