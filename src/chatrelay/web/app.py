@@ -23,7 +23,7 @@ from chatrelay.web.auth import Authenticator
 from chatrelay.web.context import AppContext
 from chatrelay.web.cors import cors_middleware
 from chatrelay.web.errors import EXCEPTION_HANDLERS
-from chatrelay.web.routes import conversations, health, messages, openai, page
+from chatrelay.web.routes import conversations, health, messages, openai, page, spec
 
 log = logging.getLogger("chatrelay")
 
@@ -113,6 +113,7 @@ def create_app(settings: Settings) -> Starlette:
         *messages.routes,
         *openai.routes,
         *page.routes,
+        *spec.routes,
     ]
     app = Starlette(
         routes=routes,

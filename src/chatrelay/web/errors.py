@@ -28,6 +28,9 @@ from chatrelay.models import ErrorPayload
 
 log = logging.getLogger("chatrelay.web")
 
+# The routes that speak OpenAI's protocol, and so answer every error in OpenAI's shape.
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
+
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -94,11 +97,18 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    headers = dict(exc.headers or {})
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route for {request.method} {request.url.path}"
     if exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
-    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+        # Starlette joins a set: sorted, the header is the same on every run.
+        allow = headers.get("Allow")
+        if allow is not None:
+            headers["Allow"] = ", ".join(sorted(m.strip() for m in allow.split(",")))
+        if request.url.path in OPENAI_PATHS:
+            return openai_error(code, message, status=405, headers=headers)
+    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=headers)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
