@@ -10,6 +10,7 @@ that happens to pick a slow or stalling fault cannot hold the run.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,10 @@ FUZZ_ENV = {
     "CHATRELAY_CHECKPOINT_INTERVAL": "0.2",
     "CHATRELAY_FINISHED_LOG_TTL": "1",
 }
-MAX_EXAMPLES = 15
-STATEFUL_EXAMPLES = 30
+# CI's bound; a deeper local hunt: CHATRELAY_FUZZ_EXAMPLES=300 CHATRELAY_FUZZ_COVERAGE=1.
+MAX_EXAMPLES = int(os.environ.get("CHATRELAY_FUZZ_EXAMPLES", "15"))
+STATEFUL_EXAMPLES = 2 * MAX_EXAMPLES
+COVERAGE_PHASE = os.environ.get("CHATRELAY_FUZZ_COVERAGE") == "1"
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance]
 
 
@@ -73,7 +76,7 @@ schema = schemathesis.openapi.from_dict(
             "headers": {"Authorization": f"Bearer {KEY}"},
             "request-timeout": 15,
             "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "no-shrink": True},
-            "phases": {"coverage": {"enabled": False}},
+            "phases": {"coverage": {"enabled": COVERAGE_PHASE}},
         }
     ),
 )
@@ -180,3 +183,34 @@ def test_the_stream_check_would_refuse_an_undocumented_event() -> None:
         _check_event({"event": "delta", "id": "2", "data": '{"content": 5}'}, branches)
     with pytest.raises(AssertionError, match="fits no documented kind"):
         _check_event({"event": "surprise", "id": "2", "data": '{"content": "x"}'}, branches)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow", "shape"),
+    [
+        ("PUT", "/v1/models", "GET, HEAD", "openai"),
+        ("GET", "/v1/chat/completions", "POST", "openai"),
+        ("DELETE", "/v1/chat/completions", "POST", "openai"),
+        ("PATCH", "/v1/messages/msg_01M8A35AS3EA7THF9MWVAC7EA8", "GET, HEAD", "native"),
+        ("PUT", "/openapi.json", "GET, HEAD", "native"),
+    ],
+)
+def test_a_method_the_document_does_not_list_is_a_405_in_the_routes_shape(
+    fuzzed_service: ServiceProcess, method: str, path: str, allow: str, shape: str
+) -> None:
+    documented = DOCUMENT["paths"][path.replace("msg_01M8A35AS3EA7THF9MWVAC7EA8", "{mid}")]
+    assert method.lower() not in documented
+    response = httpx.request(
+        method,
+        fuzzed_service.base_url + path,
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=10,
+    )
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
+    error = response.json()["error"]
+    assert error["code"] == "method_not_allowed"
+    if shape == "openai":
+        assert error["type"] == "invalid_request_error" and error["param"] is None
+    else:
+        assert set(error) == {"code", "message"}
