@@ -9,6 +9,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Route
 
 from chatrelay.errors import (
     BadRequest,
@@ -102,13 +103,25 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
         message = f"no route for {request.method} {request.url.path}"
     if exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
-        # Starlette joins a set: sorted, the header is the same on every run.
-        allow = headers.get("Allow")
-        if allow is not None:
-            headers["Allow"] = ", ".join(sorted(m.strip() for m in allow.split(",")))
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers["Allow"] = ", ".join(sorted(allowed))
         if request.url.path in OPENAI_PATHS:
             return openai_error(code, message, status=405, headers=headers)
     return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=headers)
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    """Every method some route of this path takes. Starlette's own `Allow` names only the
+    first route that matched the path (and in set order), so `PUT /v1/conversations` would
+    be told `POST` alone, though `GET` works too."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    return methods
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:

@@ -6,11 +6,11 @@ from typing import Any
 
 import orjson
 
+from chatrelay import __version__
 from chatrelay.web.openapi.paths import paths
 from chatrelay.web.openapi.schemas import native_schemas, openai_schemas
 
 OPENAPI_VERSION = "3.1.0"
-API_VERSION = "1"
 
 _DESCRIPTION = """\
 chatrelay streams chat completions over Server-Sent Events and records every message. \
@@ -28,7 +28,7 @@ def build_document(*, max_content_chars: int) -> dict[str, Any]:
     """The document for a process whose text limit is `max_content_chars`."""
     return {
         "openapi": OPENAPI_VERSION,
-        "info": {"title": "chatrelay", "version": API_VERSION, "description": _DESCRIPTION},
+        "info": {"title": "chatrelay", "version": __version__, "description": _DESCRIPTION},
         "security": [{"bearer": []}],
         "tags": [
             {"name": "openai", "description": "OpenAI-compatible (docs/openai-compat.md)"},
