@@ -1,6 +1,6 @@
 """schemathesis against a live `chatrelay serve`: no 5xx, and every response fits the spec.
 
-Three parts: every operation on its own (15 generated cases each, valid and invalid), then
+Three parts: every operation on its own (25 generated cases each, valid and invalid), then
 sequences along the document's links (create a conversation, post into it, read, follow,
 cancel, regenerate, edit with real ids), then one native stream read to the end and each
 event checked against the documented event schema. Bounded for CI (under 30 s here):
@@ -50,7 +50,7 @@ FUZZ_ENV = {
     "CHATRELAY_FINISHED_LOG_TTL": "1",
 }
 # CI's bound; a deeper local hunt: CHATRELAY_FUZZ_EXAMPLES=300 CHATRELAY_FUZZ_COVERAGE=1.
-MAX_EXAMPLES = int(os.environ.get("CHATRELAY_FUZZ_EXAMPLES", "15"))
+MAX_EXAMPLES = int(os.environ.get("CHATRELAY_FUZZ_EXAMPLES", "25"))
 STATEFUL_EXAMPLES = 2 * MAX_EXAMPLES
 COVERAGE_PHASE = os.environ.get("CHATRELAY_FUZZ_COVERAGE") == "1"
 # Generation time depends on the machine's load; on a busy CI box it is no failure.
