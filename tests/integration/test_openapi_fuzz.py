@@ -212,7 +212,7 @@ _CID = "conv_01M8A35AMZ5AJ70R01TJZXV6PJ"
         ("DELETE", "/v1/chat/completions", "openai"),
         ("PUT", "/v1/conversations", "native"),
         ("PATCH", f"/v1/conversations/{_CID}", "native"),
-        ("GET", f"/v1/conversations/{_CID}/messages", "native"),
+        ("PUT", f"/v1/conversations/{_CID}/messages", "native"),
         ("PATCH", f"/v1/messages/{_MID}", "native"),
         ("PUT", "/openapi.json", "native"),
     ],
