@@ -1,8 +1,10 @@
 """`chatrelay serve` runs the service; `chatrelay chat` and `chatrelay conversations` use it.
 
 `serve` validates configuration, checks the database and runs uvicorn: in this process, or
-with `--workers N` in N worker processes behind one port (`chatrelay.web.workers`). The
-other two are thin: their work is in `chatrelay.client.terminal`, over the official client.
+with `--workers N` in N worker processes behind one port (`chatrelay.web.workers`). `chat`
+and `conversations` are thin: their work is in `chatrelay.client.terminal`, over the
+official client. `hash-key` turns a client key into its `CHATRELAY_API_KEYS` entry in
+hashed form.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     conversations = sub.add_parser("conversations", help="list recent conversations")
     _client_arguments(conversations)
     conversations.add_argument("--limit", type=int, default=20, help="how many (1-100)")
+    hash_key = sub.add_parser(
+        "hash-key",
+        help="print the hashed CHATRELAY_API_KEYS entry for a key read from stdin",
+        description="Reads a client key from stdin (prompting without echo on a terminal) and"
+        " prints TENANT:sha256:<hex>, an entry that accepts that key without holding it.",
+    )
+    hash_key.add_argument("tenant", help="the tenant the key belongs to")
     return parser
 
 
@@ -149,8 +158,31 @@ def _warn_about_descriptors(max_connections: int) -> None:
         )
 
 
+def _hash_key(tenant: str) -> int:
+    """The key comes from stdin, never from argv: a command line shows up in `ps` and history."""
+    from chatrelay.keys import hashed_entry
+
+    tenant = tenant.strip()
+    if not tenant or any(c in tenant for c in ":,") or not tenant.isprintable():
+        print("chatrelay: the tenant must be non-empty, without ':' or ','", file=sys.stderr)
+        return 2
+    if sys.stdin.isatty():
+        import getpass
+
+        key = getpass.getpass("client key: ")
+    else:
+        key = sys.stdin.readline()
+    if not key.strip():
+        print("chatrelay: no key on stdin", file=sys.stderr)
+        return 2
+    print(hashed_entry(tenant, key))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "hash-key":
+        return _hash_key(args.tenant)
     if args.command != "serve":
         return _run_client(args)
     if not 0 < args.port < 65536:

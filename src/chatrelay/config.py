@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from chatrelay.config_upstreams import UpstreamSettings, UpstreamTimeouts, load_upstreams
 from chatrelay.config_upstreams import base_url as upstream_base_url
 from chatrelay.errors import ConfigError
+from chatrelay.keys import ClientKey, parse_api_keys
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_DATA_DIR = "data"
@@ -41,7 +42,8 @@ class Settings:
     redis_finished_ttl: float = 300.0
     redis_max_events: int = 200_000
     lease_ttl: float = 30.0
-    api_keys: Mapping[str, str] = field(default_factory=dict, repr=False)  # key -> tenant
+    # Digests of the client keys with their tenants (`keys.py`); empty: open, one tenant.
+    api_keys: tuple[ClientKey, ...] = field(default=(), repr=False)
     default_model: str = "gpt-4o-mini"
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     secret_is_random: bool = True
@@ -182,26 +184,6 @@ def _database_url(raw: str | None) -> str:
     )
 
 
-def _api_keys(raw: str | None) -> dict[str, str]:
-    keys: dict[str, str] = {}
-    if raw is None or raw == "":
-        return keys
-    for position, item in enumerate(raw.split(","), start=1):
-        item = item.strip()
-        if not item:
-            continue
-        tenant, sep, key = item.partition(":")
-        if not sep or not tenant.strip() or not key.strip():
-            raise ConfigError(f"CHATRELAY_API_KEYS entry {position} must look like tenant:key")
-        if key.strip() in keys:
-            raise ConfigError(f"CHATRELAY_API_KEYS entry {position} repeats a key already given")
-        keys[key.strip()] = tenant.strip()
-    if not keys:
-        # Set but empty-looking: refusing beats silently running with no authentication.
-        raise ConfigError("CHATRELAY_API_KEYS is set but names no tenant:key pair")
-    return keys
-
-
 def _cors_origins(raw: str | None) -> tuple[str, ...]:
     """`CHATRELAY_CORS_ORIGINS`: `*` alone, or origins exactly as browsers send them.
 
@@ -326,7 +308,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         redis_finished_ttl=redis_finished_ttl,
         redis_max_events=_int(env, "CHATRELAY_REDIS_MAX_EVENTS", 200_000, minimum=1000),
         lease_ttl=_float(env, "CHATRELAY_LEASE_TTL", 30.0, minimum=1.0),
-        api_keys=_api_keys(env.get("CHATRELAY_API_KEYS")),
+        api_keys=parse_api_keys(env.get("CHATRELAY_API_KEYS")),
         default_model=default_model,
         secret=secret_raw.encode() if secret_raw else secrets.token_bytes(32),
         secret_is_random=not secret_raw,

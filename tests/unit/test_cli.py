@@ -91,3 +91,41 @@ def test_chat_without_a_service_is_one_line(tmp_path: Path) -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"chatrelay: cannot reach http://127.0.0.1:{port} (POST ")
+
+
+def test_hash_key_reads_the_key_from_stdin_and_prints_the_entry(tmp_path: Path) -> None:
+    import hashlib
+
+    done = subprocess.run(
+        [sys.executable, "-m", "chatrelay", "hash-key", "acme"],
+        input="  s3cret-key  \n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    # Blanks around the key are dropped, as they are from a presented key.
+    assert done.stdout == f"acme:sha256:{hashlib.sha256(b's3cret-key').hexdigest()}\n"
+
+
+@pytest.mark.parametrize(
+    ("tenant", "stdin", "expected"),
+    [("acme", "\n", "no key on stdin"), ("a:b", "k\n", "without ':' or ','"), (" ", "k\n", "")],
+)
+def test_hash_key_refuses_what_no_entry_could_hold(
+    tmp_path: Path, tenant: str, stdin: str, expected: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "chatrelay", "hash-key", tenant],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert expected in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -6,6 +6,7 @@ import pytest
 
 from chatrelay.config import load_settings
 from chatrelay.errors import ConfigError
+from chatrelay.keys import ClientKey, key_digest
 
 
 def test_defaults_need_no_configuration() -> None:
@@ -15,7 +16,7 @@ def test_defaults_need_no_configuration() -> None:
     assert settings.openai_base_url == "https://api.openai.com/v1"
     assert settings.default_model == "gpt-4o-mini"
     assert settings.shutdown_grace == 25.0
-    assert settings.api_keys == {}
+    assert settings.api_keys == ()
     assert settings.secret_is_random and len(settings.secret) == 32
     assert settings.redis_url is None
     assert settings.redis_prefix == "chatrelay:"
@@ -40,7 +41,10 @@ def test_values_are_read() -> None:
     assert not settings.use_mock_upstream
     assert settings.openai_base_url == "http://127.0.0.1:9999/v1"
     assert settings.database_url.startswith("postgresql://")
-    assert settings.api_keys == {"k1": "acme", "k2": "globex"}
+    assert settings.api_keys == (
+        ClientKey("acme", key_digest("k1")),
+        ClientKey("globex", key_digest("k2")),
+    )
     assert settings.secret == b"s3cret" and not settings.secret_is_random
     assert settings.shutdown_grace == 3.5
     assert settings.include_usage is False

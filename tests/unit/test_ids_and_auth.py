@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import time
 
 import pytest
@@ -9,6 +12,7 @@ from starlette.requests import Request
 
 from chatrelay.errors import Unauthorized
 from chatrelay.ids import looks_like_id, new_id
+from chatrelay.keys import parse_api_keys
 from chatrelay.web.auth import DEFAULT_TENANT, Authenticator
 
 
@@ -27,29 +31,98 @@ def _request(authorization: str | None) -> Request:
 
 
 def test_open_mode_is_single_tenant() -> None:
-    auth = Authenticator({}, b"s", 60)
+    auth = Authenticator((), b"s", 60)
     assert auth.tenant(_request(None)) == DEFAULT_TENANT
 
 
 def test_keys_map_to_tenants() -> None:
-    auth = Authenticator({"k1": "acme"}, b"s", 60)
+    auth = Authenticator(parse_api_keys("acme:k1"), b"s", 60)
     assert auth.tenant(_request("Bearer k1")) == "acme"
     for bad in (None, "Bearer", "Bearer k2", "Token k1"):
         with pytest.raises(Unauthorized):
             auth.tenant(_request(bad))
 
 
+KEYS = parse_api_keys("acme:k1,globex:k2")
+
+
 def test_stream_tokens() -> None:
-    auth = Authenticator({}, b"secret", 60)
+    auth = Authenticator(KEYS, b"secret", 60)
     token = auth.stream_token("acme", "msg_A")
     assert auth.tenant_from_token(token, "msg_A") == "acme"
+    assert auth.tenant_from_token(auth.stream_token("globex", "msg_A"), "msg_A") == "globex"
     with pytest.raises(Unauthorized):
         auth.tenant_from_token(token, "msg_B")  # another message
     with pytest.raises(Unauthorized):
-        Authenticator({}, b"other", 60).tenant_from_token(token, "msg_A")  # another secret
+        Authenticator(KEYS, b"other", 60).tenant_from_token(token, "msg_A")  # another secret
     with pytest.raises(Unauthorized):
         auth.tenant_from_token("garbage!", "msg_A")
-    expired = Authenticator({}, b"secret", -1).stream_token("acme", "msg_A")
+    expired = Authenticator(KEYS, b"secret", -1).stream_token("acme", "msg_A")
     time.sleep(0.01)
     with pytest.raises(Unauthorized, match="expired"):
         auth.tenant_from_token(expired, "msg_A")
+
+
+def test_open_mode_tokens_name_the_default_tenant() -> None:
+    auth = Authenticator((), b"secret", 60)
+    token = auth.stream_token(DEFAULT_TENANT, "msg_A")
+    assert auth.tenant_from_token(token, "msg_A") == DEFAULT_TENANT
+
+
+def _decoded(token: str) -> bytes:
+    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+
+
+def test_a_stream_token_is_opaque() -> None:
+    auth = Authenticator(parse_api_keys("tenant-with-a-long-name:k1"), b"secret", 60)
+    token = auth.stream_token("tenant-with-a-long-name", "msg_A")
+    raw = _decoded(token)
+    assert b"tenant" not in raw and b"msg_A" not in raw
+    expires, mac = raw.split(b".")
+    assert expires.isdigit() and len(mac) == 32
+
+
+def test_a_tenant_removed_from_the_keys_loses_its_tokens() -> None:
+    token = Authenticator(KEYS, b"secret", 60).stream_token("globex", "msg_A")
+    after = Authenticator(parse_api_keys("acme:k1"), b"secret", 60)
+    with pytest.raises(Unauthorized, match="invalid stream token"):
+        after.tenant_from_token(token, "msg_A")
+
+
+def _legacy_token(secret: bytes, tenant: str, message_id: str, expires: int) -> str:
+    """A token as the first format made it: `<expiry>.<tenant>.<mac>`, base64url."""
+    payload = f"{expires}.{tenant}"
+    mac = hmac.new(secret, f"{message_id}.{payload}".encode(), hashlib.sha256).hexdigest()[:32]
+    return base64.urlsafe_b64encode(f"{payload}.{mac}".encode()).decode().rstrip("=")
+
+
+def test_tokens_of_the_first_format_still_verify_as_before() -> None:
+    auth = Authenticator(KEYS, b"secret", 60)
+    future = int(time.time()) + 60
+    assert auth.tenant_from_token(_legacy_token(b"secret", "acme", "msg_A", future), "msg_A") == (
+        "acme"
+    )
+    # A dotted tenant was allowed then, and still is.
+    dotted = _legacy_token(b"secret", "a.b", "msg_A", future)
+    assert auth.tenant_from_token(dotted, "msg_A") == "a.b"
+    with pytest.raises(Unauthorized, match="invalid"):
+        auth.tenant_from_token(_legacy_token(b"other", "acme", "msg_A", future), "msg_A")
+    with pytest.raises(Unauthorized, match="invalid"):
+        auth.tenant_from_token(_legacy_token(b"secret", "acme", "msg_B", future), "msg_A")
+    with pytest.raises(Unauthorized, match="expired"):
+        past = int(time.time()) - 1
+        auth.tenant_from_token(_legacy_token(b"secret", "acme", "msg_A", past), "msg_A")
+    # Its tenant cannot be swapped: the MAC covers it.
+    raw = _decoded(_legacy_token(b"secret", "acme", "msg_A", future)).replace(b"acme", b"evil")
+    forged = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    with pytest.raises(Unauthorized, match="invalid"):
+        auth.tenant_from_token(forged, "msg_A")
+
+
+def test_an_opaque_token_cannot_be_moved_to_the_first_format() -> None:
+    """The two MACs are over different inputs, so one format's MAC is no use in the other."""
+    auth = Authenticator(KEYS, b"secret", 60)
+    expires, mac = _decoded(auth.stream_token("acme", "msg_A")).split(b".")
+    moved = base64.urlsafe_b64encode(expires + b".acme." + mac).decode().rstrip("=")
+    with pytest.raises(Unauthorized, match="invalid"):
+        auth.tenant_from_token(moved, "msg_A")

@@ -33,7 +33,7 @@ from chatrelay.web.context import AppContext
 from chatrelay.web.cors import cors_middleware
 from chatrelay.web.errors import EXCEPTION_HANDLERS
 from chatrelay.web.instrumentation import Instrumentation
-from chatrelay.web.routes import conversations, health, messages, openai, page
+from chatrelay.web.routes import conversations, health, messages, openai, page, spec
 from chatrelay.web.routes import metrics as metrics_route
 
 log = logging.getLogger("chatrelay")
@@ -171,6 +171,7 @@ def create_app(
         *openai.routes,
         *metrics_route.routes(settings, metrics),
         *page.routes,
+        *spec.routes,
     ]
     # Instrumentation first: outermost, so every response (CORS preflights included) has
     # its `x-request-id` and is counted.

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Route
 
 from chatrelay.errors import (
     BadRequest,
@@ -32,6 +33,9 @@ from chatrelay.models import ErrorPayload
 from chatrelay.request_context import note_error
 
 log = logging.getLogger("chatrelay.web")
+
+# The routes that speak OpenAI's protocol, and so answer every error in OpenAI's shape.
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -121,12 +125,31 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
         )
     code = _HTTP_CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    headers = dict(exc.headers or {})
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route for {request.method} {request.url.path}"
     if exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers["Allow"] = ", ".join(sorted(allowed))
+        if is_openai_path(request.url.path):
+            return openai_error(code, message, status=405, headers=headers)
     note_error(code)
-    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=headers)
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    """Every method some route of this path takes. Starlette's own `Allow` names only the
+    first route that matched the path (and in set order), so `PUT /v1/conversations` would
+    be told `POST` alone, though `GET` works too."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    return methods
 
 
 async def handle_client_disconnect(request: Request, exc: Exception) -> Response:

@@ -19,10 +19,11 @@ from starlette.routing import Route
 from chatrelay.broker.event import EventKind
 from chatrelay.completions.render import CompletionRenderer, chunk_frames
 from chatrelay.completions.request import InvalidRequest, parse_completion_request
-from chatrelay.errors import ChatRelayError, MethodNotAllowed, NotFound
+from chatrelay.errors import ChatRelayError, NotFound
 from chatrelay.ids import looks_like_id
 from chatrelay.web.context import context
 from chatrelay.web.errors import (
+    OPENAI_PATHS,
     openai_error,
     openai_error_response,
     openai_recorded_error,
@@ -39,36 +40,27 @@ MESSAGE_HEADER = "X-Chatrelay-Message-Id"
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def _openai_endpoint(method: str) -> Callable[[Endpoint], Endpoint]:
-    """Only `method` is allowed (and HEAD where it is GET, as on every other GET route), and
-    every error leaves in OpenAI's shape."""
-    allowed = (method, "HEAD") if method == "GET" else (method,)
-    allow_header = ", ".join(allowed)
+def _openai_endpoint(handler: Endpoint) -> Endpoint:
+    """Every error leaves in OpenAI's shape. (A wrong method never gets here: the router's
+    405 takes OpenAI's shape on these paths in `web.errors`.)"""
 
-    def wrap(handler: Endpoint) -> Endpoint:
-        @functools.wraps(handler)
-        async def endpoint(request: Request) -> Response:
-            try:
-                if request.method not in allowed:
-                    raise MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
-                return await handler(request)
-            except InvalidRequest as exc:
-                return openai_error_response(exc, param=exc.param)
-            except MethodNotAllowed as exc:
-                return openai_error_response(exc, headers={"Allow": allow_header})
-            except ChatRelayError as exc:
-                return openai_error_response(exc)
-            except ClientDisconnect:
-                raise  # nobody to answer: web/errors.py drops it quietly
-            except Exception:
-                log.exception("unhandled error on %s %s", request.method, request.url.path)
-                return openai_error(
-                    "internal_error", "the service failed to handle this request", status=500
-                )
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except InvalidRequest as exc:
+            return openai_error_response(exc, param=exc.param)
+        except ChatRelayError as exc:
+            return openai_error_response(exc)
+        except ClientDisconnect:
+            raise  # nobody to answer: web/errors.py drops it quietly
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            return openai_error(
+                "internal_error", "the service failed to handle this request", status=500
+            )
 
-        return endpoint
-
-    return wrap
+    return endpoint
 
 
 def _conversation_header(request: Request) -> str | None:
@@ -80,7 +72,7 @@ def _conversation_header(request: Request) -> str | None:
     return raw
 
 
-@_openai_endpoint("POST")
+@_openai_endpoint
 async def chat_completions(request: Request) -> Response:
     ctx = context(request)
     tenant = ctx.auth.tenant(request)
@@ -113,14 +105,14 @@ async def chat_completions(request: Request) -> Response:
     return JSONResponse(renderer.completion(final.final), headers=ids)
 
 
-@_openai_endpoint("GET")
+@_openai_endpoint
 async def list_models(request: Request) -> Response:
     ctx = context(request)
     ctx.auth.tenant(request)
     return JSONResponse(await ctx.models.listing())
 
 
-@_openai_endpoint("GET")
+@_openai_endpoint
 async def retrieve_model(request: Request) -> Response:
     """What `client.models.retrieve(id)` calls; ids may hold slashes (`org/model`)."""
     ctx = context(request)
@@ -131,11 +123,8 @@ async def retrieve_model(request: Request) -> Response:
     return JSONResponse(await ctx.models.model(model_id))
 
 
-# Every method reaches the handlers, so that a wrong one gets its 405 in OpenAI's shape too.
-_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-
 routes = [
-    Route("/v1/chat/completions", chat_completions, methods=_ANY_METHOD),
-    Route("/v1/models", list_models, methods=_ANY_METHOD),
-    Route("/v1/models/{model_id:path}", retrieve_model, methods=_ANY_METHOD),
+    Route(OPENAI_PATHS[0], chat_completions, methods=["POST"]),
+    Route(OPENAI_PATHS[1], list_models, methods=["GET"]),
+    Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
 ]
