@@ -65,7 +65,9 @@ async def test_kill_9_owner_then_another_instance_closes_the_message(stack: Stac
     assert stored["status"] == "interrupted"
     assert stored["error"]["code"] == "interrupted"
     assert stored["content"].startswith(content_of(seen_on_a)), "checkpointed text was lost"
-    assert content_of(seen_on_b) == stored["content"]
+    # Live through Redis, B may have seen tokens past A's last checkpoint; what is stored
+    # is that checkpoint, a prefix of what B saw.
+    assert content_of(seen_on_b).startswith(stored["content"])
     assert finished.status_code == 409
     assert finished.json()["error"]["code"] == "message_finished"
 
