@@ -93,23 +93,6 @@ class UpstreamRoute:
     proxy: str | None = field(default=None, repr=False)  # http://[user:pass@]host:port
     source: str = "OPENAI_BASE_URL"  # what an operator should fix when the URL is wrong
 
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        """Values that must never reach a log, a client or the database."""
-        found = [self.api_key or "", *self.headers.values()]
-        if self.proxy:
-            found.append(urlsplit(self.proxy).password or "")
-        return tuple(value for value in found if len(value) >= 4)
-
-    @property
-    def display_url(self) -> str:
-        """The base URL as start-up and errors show it: no credentials."""
-        return strip_credentials(self.base_url)
-
-    @property
-    def display_proxy(self) -> str | None:
-        return strip_credentials(self.proxy) if self.proxy else None
-
 
 @dataclass(frozen=True)
 class UpstreamSettings:

@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -106,9 +107,10 @@ class UpstreamConfig:
             source=route.source,
         )
 
-    @property
+    @cached_property
     def secrets(self) -> tuple[str, ...]:
-        """What redaction removes from every upstream-derived message."""
+        """What redaction removes from every upstream-derived message (made once: every
+        attempt and every error asks for it)."""
         found = [self.api_key or "", *self.headers.values()]
         if self.proxy:
             found.append(urlsplit(self.proxy).password or "")
