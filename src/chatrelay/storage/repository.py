@@ -350,12 +350,14 @@ class Repository:
         async with self.db.unit(transaction=True) as unit:
             await unit.execute_many(
                 "UPDATE messages SET content = :content, reasoning = :reasoning, "
-                "pieces = :pieces, updated_at = :now WHERE id = :id AND status = 'streaming'",
+                "tool_calls = :tool_calls, pieces = :pieces, updated_at = :now "
+                "WHERE id = :id AND status = 'streaming'",
                 [
                     {
                         "id": m.id,
                         "content": scrub_nul(m.content),
                         "reasoning": None if m.reasoning is None else scrub_nul(m.reasoning),
+                        "tool_calls": _dumps(m.tool_calls),
                         "pieces": _dumps([list(p) for p in m.pieces]),
                         "now": now,
                     }
