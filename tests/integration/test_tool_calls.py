@@ -78,7 +78,7 @@ async def test_native_stream_has_tool_call_events_replayed_from_storage_alike(
         {"index": 1, "id": "call_2", "type": "function", "name": "get_weather"},
         {"index": 1, "arguments": '{"city": "Rome"}'},
     ]
-    assert [f.event for f in here][0] == "start" and here[-1].event == "done"
+    assert here[0].event == "start" and here[-1].event == "done"
 
     second = relay.second_service()  # no topic there: the log is rebuilt from the row
     try:

@@ -243,6 +243,16 @@ class Repository:
 
     # -- messages --------------------------------------------------------------------
 
+    async def delete_message(self, tenant: str, message_id: str) -> None:
+        """One message gone from reads and lists (`DELETE /v1/responses/{id}`)."""
+        async with self.db.unit() as unit:
+            row = await unit.fetch_one(
+                "DELETE FROM messages WHERE id = :id AND tenant = :tenant RETURNING id",
+                {"id": message_id, "tenant": tenant},
+            )
+        if row is None:
+            raise NotFound(f"message {message_id} not found")
+
     async def add_turn(
         self,
         *,

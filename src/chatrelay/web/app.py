@@ -13,6 +13,7 @@ from chatrelay.completions.catalog import ModelCatalog
 from chatrelay.completions.recording import ChatCompletions
 from chatrelay.config import Settings
 from chatrelay.generation.engine import Engine
+from chatrelay.responses.recording import Responses
 from chatrelay.service import ChatService
 from chatrelay.storage.database import Database
 from chatrelay.storage.migrations import apply_migrations
@@ -23,7 +24,7 @@ from chatrelay.web.auth import Authenticator
 from chatrelay.web.context import AppContext
 from chatrelay.web.cors import cors_middleware
 from chatrelay.web.errors import EXCEPTION_HANDLERS
-from chatrelay.web.routes import conversations, health, messages, openai, page
+from chatrelay.web.routes import conversations, health, messages, openai, page, responses
 
 log = logging.getLogger("chatrelay")
 
@@ -98,6 +99,9 @@ def create_app(settings: Settings) -> Starlette:
                 completions=ChatCompletions(
                     repo, engine.registry, engine.subscriptions, settings.default_model
                 ),
+                responses=Responses(
+                    repo, engine.registry, engine.subscriptions, settings.default_model
+                ),
                 models=ModelCatalog(upstream),
                 auth=Authenticator(settings.api_keys, settings.secret, settings.stream_token_ttl),
             )
@@ -112,6 +116,7 @@ def create_app(settings: Settings) -> Starlette:
         *conversations.routes,
         *messages.routes,
         *openai.routes,
+        *responses.routes,
         *page.routes,
     ]
     app = Starlette(

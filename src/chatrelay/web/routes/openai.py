@@ -121,6 +121,10 @@ async def list_models(request: Request) -> Response:
 # Every method reaches the handlers, so that a wrong one gets its 405 in OpenAI's shape too.
 _ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
+# For the other OpenAI-shaped routes (`routes/responses.py`).
+openai_endpoint = _openai_endpoint
+ANY_METHOD = _ANY_METHOD
+
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=_ANY_METHOD),
     Route("/v1/models", list_models, methods=_ANY_METHOD),
