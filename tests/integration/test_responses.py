@@ -420,6 +420,19 @@ def test_upstream_failure_before_output_is_an_http_error(relay: Relay) -> None:
         _sdk(relay).responses.create(model="fake-model", input="hi", stream=True)
 
 
+def test_failure_after_output_ends_the_stream_with_error_then_failed(relay: Relay) -> None:
+    relay.upstream.enqueue(Reply(tokens=["part", "ial"], drop_after=2))
+    events = list(_sdk(relay).responses.create(model="fake-model", input="hi", stream=True))
+    types = [event.type for event in events]
+    assert types[-2:] == ["error", "response.failed"]
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "partial"
+    failed = events[-1].response
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error.code == "server_error" and "upstream" in failed.error.message
+    assert failed.output_text == "partial"
+    assert events[-2].code == "server_error"
+
+
 # -- the built-in mock -------------------------------------------------------------------
 
 

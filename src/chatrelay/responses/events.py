@@ -10,8 +10,8 @@ The order is OpenAI's: `response.created`, `response.in_progress`; per output it
 `response.output_text.delta`…, `response.output_text.done`, `response.content_part.done`
 or for a function call `response.function_call_arguments.delta`…,
 `response.function_call_arguments.done`; `response.output_item.done`; at the end
-`response.completed`, `response.incomplete` (also for a cancelled response) or
-`response.failed`. Reasoning pieces are not rendered (no reasoning items).
+`response.completed`, `response.incomplete` (also for a cancelled response) or `error`
+then `response.failed`. Reasoning pieces are not rendered (no reasoning items).
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ class ResponseRenderer:
         ]
 
     def _end(self, final: Message) -> list[StreamEvent]:
-        status, _error, _reason = _outcome(final)
+        status, error, _reason = _outcome(final)
         item_status = "completed" if status == "completed" else "incomplete"
         out = self._close_text(item_status)
         for item in self._calls.values():
@@ -223,6 +223,10 @@ class ResponseRenderer:
             )
             out.append(self._item_done(item, item_status))
         self.final = final
+        if error is not None:
+            out.append(
+                self._event("error", code=error["code"], message=error["message"], param=None)
+            )
         terminal = {
             "completed": "response.completed",
             "failed": "response.failed",
