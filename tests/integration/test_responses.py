@@ -240,6 +240,23 @@ def test_delete_a_response(relay: Relay) -> None:
         client.responses.retrieve("resp_nothing")
 
 
+def test_another_tenant_sees_no_response(relay: Relay) -> None:
+    relay.upstream.enqueue(Reply(tokens=["mine"]))
+    response = _sdk(relay).responses.create(model="fake-model", input="private")
+    other = openai.OpenAI(
+        base_url=relay.url + "/v1", api_key=CLIENT_KEYS["globex"], max_retries=0, timeout=20
+    )
+    with pytest.raises(openai.NotFoundError):
+        other.responses.retrieve(response.id)
+    with pytest.raises(openai.NotFoundError):
+        other.responses.cancel(response.id)
+    with pytest.raises(openai.NotFoundError):
+        other.responses.delete(response.id)
+    with pytest.raises(openai.NotFoundError):
+        other.responses.create(model="fake-model", input="x", previous_response_id=response.id)
+    assert _sdk(relay).responses.retrieve(response.id).output_text == "mine"
+
+
 # -- previous_response_id and tools ------------------------------------------------------
 
 
