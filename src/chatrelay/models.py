@@ -35,10 +35,28 @@ class ErrorPayload(TypedDict):
 
 
 class PieceKind(StrEnum):
-    """Which text a streamed piece belongs to; stored in `Message.pieces`."""
+    """What a streamed piece was; stored in `Message.pieces` as `(kind, number)`.
+
+    For `CONTENT`, `REASONING` and `TOOL_ARGUMENTS` the number is the piece's length. For
+    `TOOL_CALL` it is a tool call's position in `tool_calls`: the first such piece of a
+    position is the call starting (a `tool_call` event); a later one says that the
+    argument pieces that follow belong to that call again (no event), so interleaved
+    calls replay exactly with two-element pieces.
+    """
 
     CONTENT = "c"
     REASONING = "r"
+    TOOL_CALL = "t"
+    TOOL_ARGUMENTS = "a"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallHead:
+    """What the `tool_call` event that starts a call says about it (its arguments follow)."""
+
+    id: str | None
+    type: str
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +86,9 @@ class Conversation:
 class Message:
     """One message. `pieces` records how the content was streamed, so events can be replayed.
 
-    `pieces` is the ordered list of streamed pieces as `(kind, length)` (`PieceKind`:
-    content or reasoning); lengths are in Python characters. Together with
-    `content` and `reasoning` it reproduces every `delta`/`reasoning` event exactly.
+    `pieces` is the ordered list of streamed pieces as `(kind, number)` (`PieceKind`);
+    lengths are in Python characters. Together with `content`, `reasoning` and
+    `tool_calls` it reproduces every `delta`/`reasoning`/`tool_call` event exactly.
     """
 
     id: str

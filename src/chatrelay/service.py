@@ -202,7 +202,7 @@ def estimate_tokens(text: str) -> int:
     return len(text) // 4 + 4
 
 
-def _context_entry(message: Message) -> dict[str, Any] | None:
+def context_entry(message: Message) -> dict[str, Any] | None:
     if message.role == "assistant":
         if message.status is Status.STREAMING:
             return None  # another turn still generating: not part of this context
@@ -241,7 +241,7 @@ def build_upstream_body(
         system.append({"role": "system", "content": conversation.system_prompt})
         if budget is not None:
             budget -= estimate_tokens(conversation.system_prompt)
-    entries = [e for e in (_context_entry(m) for m in history) if e is not None]
+    entries = [e for e in (context_entry(m) for m in history) if e is not None]
     kept: list[dict[str, Any]] = []
     for index, entry in enumerate(reversed(entries)):
         cost = estimate_tokens(str(entry["content"]))

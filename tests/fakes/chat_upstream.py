@@ -2,9 +2,9 @@
 
 `ScriptedUpstream.stream_chat(body)` records the body and returns a `ScriptedStream` that
 plays the next `Script`. A script is a list of steps: text pieces (`str` for content,
-`Piece` for reasoning or both), `Gate`s where the stream stops until the test opens them,
-an `UpstreamError` instance to raise there, and `Finish` (the chunk carrying
-`finish_reason`). Every piece is turned into an OpenAI chunk and fed through a real
+`Piece` for reasoning or both), raw `Delta`s (tool calls), `Gate`s where the stream stops
+until the test opens them, an `UpstreamError` instance to raise there, and `Finish` (the
+chunk carrying `finish_reason`). Every piece is turned into an OpenAI chunk and fed through a real
 `ChunkAssembler`, so the deltas, `finish_reason`, `usage` and truncation are judged as with
 the real client; the stream yields the `ChunkDelta`s the assembler returns.
 
@@ -37,6 +37,13 @@ class Piece:
 
 
 @dataclass(frozen=True)
+class Delta:
+    """A chunk's `delta` object as given (tool-call deltas, say)."""
+
+    delta: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Finish:
     """The chunk that says the answer is complete."""
 
@@ -62,7 +69,7 @@ class Gate:
         return f"Gate({self.name!r}, reached={self.reached.is_set()})"
 
 
-Step = str | Piece | Gate | Finish | UpstreamError
+Step = str | Piece | Delta | Gate | Finish | UpstreamError
 
 
 @dataclass
@@ -122,6 +129,8 @@ class ScriptedStream:
                     raise step
                 elif isinstance(step, Finish):
                     event = _chunk(script.model, {}, step.reason)
+                elif isinstance(step, Delta):
+                    event = _chunk(script.model, step.delta)
                 else:
                     piece = Piece(content=step) if isinstance(step, str) else step
                     delta: dict[str, Any] = {}

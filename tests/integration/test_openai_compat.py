@@ -224,11 +224,33 @@ def test_tool_calls_stream_then_continue_with_tool_results(
     )
     cid = raw.headers[CONVERSATION_HEADER]
     chunks = list(raw.parse())
+    opening = chunks[0].choices[0].delta
+    assert opening.role == "assistant" and opening.content is None, "null, as OpenAI sends it"
     with_calls = [c for c in chunks if c.choices and c.choices[0].delta.tool_calls]
-    assert len(with_calls) == 1, "the complete calls come in one chunk"
-    calls = with_calls[0].choices[0].delta.tool_calls or []
-    assert [c.index for c in calls] == [0, 1]
-    assert [c.model_dump(exclude={"index"}) for c in calls] == WEATHER_CALLS
+    deltas = [call for c in with_calls for call in c.choices[0].delta.tool_calls or []]
+    # As the upstream streamed them: one chunk per delta, by index, the first one named.
+    assert [(d.index, d.id, d.function and d.function.arguments) for d in deltas] == [
+        (0, "call_weather_1", ""),
+        (0, None, '{"city": '),
+        (0, None, '"Edinburgh"}'),
+        (1, "call_weather_2", ""),
+        (1, None, '{"city": "Oslo"}'),
+    ]
+    assert all(len(c.choices[0].delta.tool_calls or []) == 1 for c in with_calls)
+    firsts = [d for d in deltas if d.id is not None]
+    assert [(d.type, d.function and d.function.name) for d in firsts] == [
+        ("function", "get_weather"),
+        ("function", "get_weather"),
+    ]
+    assert all(
+        d.type is None and d.function and d.function.name is None for d in deltas if d.id is None
+    )
+    assembled: dict[int, str] = {}
+    for d in deltas:
+        assembled[d.index] = assembled.get(d.index, "") + (
+            (d.function and d.function.arguments) or ""
+        )
+    assert [assembled[0], assembled[1]] == [c["function"]["arguments"] for c in WEATHER_CALLS]
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
     sent = relay.upstream.requests[-1].body
     assert sent["tools"] == tools and sent["tool_choice"] == "auto"

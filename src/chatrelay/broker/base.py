@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from chatrelay.broker.event import EventKind, LogEvent
-from chatrelay.models import Message
+from chatrelay.models import Message, ToolCallHead
 
 
 class BrokerUnavailable(Exception):
@@ -38,7 +38,13 @@ class Topic(Protocol):
         ...
 
     def publish(
-        self, kind: EventKind, *, text: str = "", message: Message | None = None
+        self,
+        kind: EventKind,
+        *,
+        text: str = "",
+        message: Message | None = None,
+        index: int = 0,
+        call: ToolCallHead | None = None,
     ) -> LogEvent:
         """Append the next event; refuses anything after the terminal one."""
         ...

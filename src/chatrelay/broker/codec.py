@@ -1,9 +1,11 @@
 """One `LogEvent` as a Redis Stream entry, and back, byte for byte the same event.
 
 An entry holds one field: its name is the event kind, its value the text piece
-(`delta`/`reasoning`, raw UTF-8, no JSON to parse on the hot path) or, for `start`,
-`done` and `error`, the whole `Message` as compact JSON. The entry id is `<seq>-0`, so a
-stream id is the SSE cursor and `XREAD` from `<cursor>-0` gives exactly what follows it.
+(`delta`/`reasoning`, raw UTF-8, no JSON to parse on the hot path), for `tool_call` a
+small JSON object (`index`, the argument piece `text`, and `call` when it starts one),
+or, for `start`, `done` and `error`, the whole `Message` as compact JSON. The entry id is
+`<seq>-0`, so a stream id is the SSE cursor and `XREAD` from `<cursor>-0` gives exactly
+what follows it.
 Text is encoded with `surrogatepass` so even a lone surrogate comes back as it went in.
 """
 
@@ -16,7 +18,7 @@ import orjson
 
 from chatrelay.broker.event import EventKind, LogEvent
 from chatrelay.json_values import dumps_fast, loads_lenient
-from chatrelay.models import Message, PieceKind, Status
+from chatrelay.models import Message, PieceKind, Status, ToolCallHead
 
 _KINDS = {kind.value.encode(): kind for kind in EventKind}
 _MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Message))
@@ -49,6 +51,12 @@ def encode_event(event: LogEvent) -> tuple[bytes, bytes]:
     name = event.kind.value.encode()
     if event.kind in (EventKind.DELTA, EventKind.REASONING):
         return name, event.text.encode("utf-8", "surrogatepass")
+    if event.kind is EventKind.TOOL_CALL:
+        call = event.call
+        record: dict[str, Any] = {"index": event.index, "text": event.text}
+        if call is not None:
+            record["call"] = {"id": call.id, "type": call.type, "name": call.name}
+        return name, dumps_fast(record).encode("utf-8", "surrogatepass")
     return name, dumps_fast(message_record(event.final)).encode("utf-8", "surrogatepass")
 
 
@@ -87,4 +95,18 @@ def decode_entry(entry: bytes | str, fields: dict[bytes, bytes]) -> LogEvent:
         record = orjson.loads(value)
     except orjson.JSONDecodeError:  # written by the standard library (a huge integer)
         record = loads_lenient(value.decode("utf-8", "surrogatepass"))
+    if kind is EventKind.TOOL_CALL:
+        return _tool_call_event(entry, seq, record)
     return LogEvent(seq, kind, message=message_from_record(record))
+
+
+def _tool_call_event(entry: bytes | str, seq: int, record: Any) -> LogEvent:
+    if not isinstance(record, dict) or not isinstance(record.get("index"), int):
+        raise ValueError(f"stream entry {entry!r} is not a tool_call event")
+    head = record.get("call")
+    call = None
+    if isinstance(head, dict):
+        call = ToolCallHead(id=head.get("id"), type=str(head["type"]), name=str(head["name"]))
+    return LogEvent(
+        seq, EventKind.TOOL_CALL, str(record.get("text", "")), index=record["index"], call=call
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from chatrelay.models import ErrorPayload, Message
+from chatrelay.models import ErrorPayload, Message, ToolCallHead
 
 
 class EventKind(StrEnum):
@@ -19,6 +19,7 @@ class EventKind(StrEnum):
     START = "start"
     DELTA = "delta"
     REASONING = "reasoning"
+    TOOL_CALL = "tool_call"
     DONE = "done"
     ERROR = "error"
 
@@ -32,7 +33,9 @@ class LogEvent:
     """`seq` is the cursor (1 = `start`), sent as the SSE `id`.
 
     `text` is the piece of a `delta`/`reasoning` event; `message` is the message as it
-    began (`start`) or as it ended (`done`/`error`).
+    began (`start`) or as it ended (`done`/`error`). A `tool_call` event names its call by
+    `index` (its position in `tool_calls`) and either starts it (`call`: id, type, name)
+    or carries a piece of its arguments (`text`).
     """
 
     seq: int
@@ -40,6 +43,8 @@ class LogEvent:
     text: str = ""
     message: Message | None = None
     wire: str | None = field(default=None, repr=False, compare=False)  # native frame, once
+    index: int = 0  # tool_call: which call
+    call: ToolCallHead | None = None  # tool_call: set on the event that starts the call
 
     @property
     def id(self) -> str:

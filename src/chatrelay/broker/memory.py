@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from chatrelay.broker.event import EventKind, LogEvent
 from chatrelay.errors import BadRequest
-from chatrelay.models import Message
+from chatrelay.models import Message, ToolCallHead
 
 
 class MemoryTopic:
@@ -39,11 +39,17 @@ class MemoryTopic:
         return list(self._events)
 
     def publish(
-        self, kind: EventKind, *, text: str = "", message: Message | None = None
+        self,
+        kind: EventKind,
+        *,
+        text: str = "",
+        message: Message | None = None,
+        index: int = 0,
+        call: ToolCallHead | None = None,
     ) -> LogEvent:
         if self.closed:
             raise RuntimeError(f"event log of {self.message_id} is closed")
-        event = LogEvent(len(self._events) + 1, kind, text, message)
+        event = LogEvent(len(self._events) + 1, kind, text, message, index=index, call=call)
         self._events.append(event)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()

@@ -37,7 +37,7 @@ from chatrelay.broker.codec import decode_entries, encode_event
 from chatrelay.broker.event import EventKind, LogEvent
 from chatrelay.broker.memory import MemoryTopic
 from chatrelay.broker.remote import RemoteTopic
-from chatrelay.models import Message
+from chatrelay.models import Message, ToolCallHead
 
 log = logging.getLogger("chatrelay.broker")
 
@@ -110,9 +110,15 @@ class OwnedTopic(MemoryTopic):
         self.sent = 0  # the newest seq Redis is known to hold
 
     def publish(
-        self, kind: EventKind, *, text: str = "", message: Message | None = None
+        self,
+        kind: EventKind,
+        *,
+        text: str = "",
+        message: Message | None = None,
+        index: int = 0,
+        call: ToolCallHead | None = None,
     ) -> LogEvent:
-        event = super().publish(kind, text=text, message=message)
+        event = super().publish(kind, text=text, message=message, index=index, call=call)
         self._broker.mark(self)
         return event
 

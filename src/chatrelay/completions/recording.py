@@ -80,7 +80,7 @@ def unrecorded(
     return list(requested[matched:])
 
 
-def _title(messages: Sequence[dict[str, Any]]) -> str | None:
+def title_of(messages: Sequence[dict[str, Any]]) -> str | None:
     for message in messages:
         if message["role"] == "user":
             text = content_text(message.get("content")).strip()
@@ -130,7 +130,7 @@ class ChatCompletions:
             self.check_model(model)
             conversation, stored = await self.repo.create_conversation(
                 tenant=tenant,
-                title=_title(request.messages),
+                title=title_of(request.messages),
                 system_prompt=None,
                 model=model,
                 metadata={"source": "chat.completions"},
@@ -172,7 +172,7 @@ class ChatCompletions:
         """The request's new messages as stored, then the `streaming` assistant message.
 
         Sequence numbers (and, for a new conversation, its id) are the repository's."""
-        drafts = [cls._draft(tenant, conversation_id, m, now) for m in new]
+        drafts = [draft_message(tenant, conversation_id, m, now) for m in new]
         drafts.append(
             Message(
                 id=new_id("msg"),
@@ -189,25 +189,26 @@ class ChatCompletions:
         )
         return drafts
 
-    @staticmethod
-    def _draft(tenant: str, conversation_id: str, message: dict[str, Any], now: str) -> Message:
-        """A request message as stored: text in `content`, the rest of it in `params`."""
-        params = {k: v for k, v in message.items() if k not in _MESSAGE_COLUMNS}
-        content = message.get("content")
-        if isinstance(content, list):
-            params["content"] = content  # the parts (images, files…) the text cannot hold
-        tool_calls = message.get("tool_calls")
-        return Message(
-            id=new_id("msg"),
-            conversation_id=conversation_id,
-            tenant=tenant,
-            seq=0,  # assigned by the repository
-            role=message["role"],
-            content=content_text(content),
-            status=Status.COMPLETED,
-            model=None,
-            created_at=now,
-            completed_at=now,
-            tool_calls=tool_calls if tool_calls else None,
-            params=params,
-        )
+
+def draft_message(tenant: str, conversation_id: str, message: dict[str, Any], now: str) -> Message:
+    """A request message (OpenAI chat shape) as stored: text in `content`, the rest of it
+    in `params`. Its id is new; its sequence number is the repository's."""
+    params = {k: v for k, v in message.items() if k not in _MESSAGE_COLUMNS}
+    content = message.get("content")
+    if isinstance(content, list):
+        params["content"] = content  # the parts (images, files…) the text cannot hold
+    tool_calls = message.get("tool_calls")
+    return Message(
+        id=new_id("msg"),
+        conversation_id=conversation_id,
+        tenant=tenant,
+        seq=0,  # assigned by the repository
+        role=message["role"],
+        content=content_text(content),
+        status=Status.COMPLETED,
+        model=None,
+        created_at=now,
+        completed_at=now,
+        tool_calls=tool_calls if tool_calls else None,
+        params=params,
+    )

@@ -1,9 +1,11 @@
 """One assistant message's event log rendered as OpenAI `chat.completion(.chunk)` objects.
 
-`delta` → `delta.content`, `reasoning` → `delta.reasoning_content`, and from the final
-message of `done` the tool calls, refusal, finish reason and usage. A stream is `data:`
-frames only, ended by `data: [DONE]`. What an `error` event looks like to an OpenAI
-client is the edge's to say (`stream_error`); everything else here needs no HTTP.
+`delta` → `delta.content`, `reasoning` → `delta.reasoning_content`, `tool_call` →
+`delta.tool_calls[]` by index (the start with id, type and name, then argument pieces),
+and from the final message of `done` the refusal, finish reason, usage and whatever of
+the tool calls was not streamed (a message recorded before tool calls were streamed).
+A stream is `data:` frames only, ended by `data: [DONE]`. What an `error` event looks
+like to an OpenAI client is the edge's to say (`stream_error`); everything else here needs no HTTP.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class CompletionRenderer:
         self.created = _epoch(assistant.created_at)
         self.model = assistant.model or ""
         self.include_usage = include_usage
+        self._streamed_arguments: dict[int, int] = {}  # call index → argument chars sent
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> ChatCompletionChunk:
         return build.chunk(
@@ -62,25 +65,62 @@ class CompletionRenderer:
             include_usage_field=self.include_usage,
         )
 
-    def opening(self) -> ChatCompletionChunk:
-        """The first chunk, naming the role, as OpenAI sends it."""
-        return self._chunk({"role": "assistant", "content": "", "refusal": None})
+    def opening(self, first: LogEvent | None = None) -> ChatCompletionChunk:
+        """The first chunk, naming the role, as OpenAI sends it: `content` is null when the
+        answer begins with a tool call."""
+        tool_first = first is not None and first.kind is EventKind.TOOL_CALL
+        return self._chunk(
+            {"role": "assistant", "content": None if tool_first else "", "refusal": None}
+        )
 
     def chunks(self, event: LogEvent) -> list[ChatCompletionChunk]:
-        """The chunks for one `start`/`delta`/`reasoning`/`done` event (`error` is the edge's)."""
+        """The chunks for one `start`/`delta`/`reasoning`/`tool_call`/`done` event (`error`
+        is the edge's)."""
         if event.kind is EventKind.DELTA:
             return [self._chunk({"content": event.text})]
         if event.kind is EventKind.REASONING:
             return [self._chunk({"reasoning_content": event.text})]
+        if event.kind is EventKind.TOOL_CALL:
+            return [self._chunk({"tool_calls": [self._tool_call_delta(event)]})]
         if event.kind is EventKind.DONE:
             return self.closing(event.final)
         return []
 
-    def closing(self, final: Message) -> list[ChatCompletionChunk]:
-        """Tool calls (complete, one chunk), refusal, the finish chunk, then usage if asked."""
+    def _tool_call_delta(self, event: LogEvent) -> dict[str, Any]:
+        """OpenAI's `tool_calls[]` delta: the first of a call with id, type and name."""
+        call = event.call
+        if call is None:
+            sent = self._streamed_arguments.get(event.index, 0)
+            self._streamed_arguments[event.index] = sent + len(event.text)
+            return {"index": event.index, "function": {"arguments": event.text}}
+        self._streamed_arguments[event.index] = 0
+        return {
+            "index": event.index,
+            "id": call.id,
+            "type": call.type,
+            "function": {"name": call.name, "arguments": ""},
+        }
+
+    def _unstreamed_calls(self, tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What of the final tool calls the stream has not carried: whole calls never
+        started, the tail of arguments never streamed."""
         out = []
-        if final.tool_calls:
-            out.append(self._chunk({"tool_calls": _indexed_calls(final.tool_calls)}))
+        for index, call in enumerate(_indexed_calls(tool_calls)):
+            sent = self._streamed_arguments.get(index)
+            if sent is None:
+                out.append(call)
+                continue
+            arguments = (call.get("function") or {}).get("arguments") or ""
+            if len(arguments) > sent:
+                out.append({"index": index, "function": {"arguments": arguments[sent:]}})
+        return out
+
+    def closing(self, final: Message) -> list[ChatCompletionChunk]:
+        """Unstreamed tool calls, refusal, the finish chunk, then usage if asked."""
+        out = []
+        rest = self._unstreamed_calls(final.tool_calls) if final.tool_calls else []
+        if rest:
+            out.append(self._chunk({"tool_calls": rest}))
         if final.refusal:
             out.append(self._chunk({"refusal": final.refusal}))
         out.append(self._chunk({}, finish_reason(final)))
@@ -171,7 +211,7 @@ async def chunk_frames(
     """
     assert events.first is not None
     head, ended = event_frames(renderer, events.first, stream_error)
-    yield (data_frame(renderer.opening()) + head).encode()
+    yield (data_frame(renderer.opening(events.first)) + head).encode()
     if ended:
         return
     async for batch in events.after_first():

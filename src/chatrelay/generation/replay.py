@@ -7,8 +7,10 @@ live subscribers saw it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from chatrelay.broker.event import EventKind, LogEvent
-from chatrelay.models import Message, PieceKind, Status
+from chatrelay.models import Message, PieceKind, Status, ToolCallHead
 
 _PIECE_EVENTS = {PieceKind.CONTENT: EventKind.DELTA, PieceKind.REASONING: EventKind.REASONING}
 
@@ -53,16 +55,44 @@ def was_recovered(message: Message) -> bool:
     )
 
 
+def _call_head(call: dict[str, Any]) -> ToolCallHead:
+    function = call.get("function") or {}
+    return ToolCallHead(call.get("id"), call.get("type") or "function", function.get("name") or "")
+
+
+def _call_arguments(call: dict[str, Any]) -> str:
+    arguments = (call.get("function") or {}).get("arguments")
+    return arguments if isinstance(arguments, str) else ""
+
+
 def events_from_message(message: Message) -> list[LogEvent]:
     """Rebuild the event log of a stored message (checkpointed or final)."""
     message = message.evolve(superseded_by=None)  # a later edit is not part of its events
     events = [LogEvent(1, EventKind.START, message=as_started(message))]
     offsets = {PieceKind.CONTENT: 0, PieceKind.REASONING: 0}
     texts = {PieceKind.CONTENT: message.content, PieceKind.REASONING: message.reasoning or ""}
-    for kind, length in message.pieces:
+    calls = message.tool_calls or []
+    call_offsets: dict[int, int] = {}  # started calls → how much of their arguments was sent
+    focus = 0
+    for kind, number in message.pieces:
+        if kind is PieceKind.TOOL_CALL:
+            focus = number
+            if number not in call_offsets:
+                call_offsets[number] = 0
+                head = _call_head(calls[number])
+                events.append(
+                    LogEvent(len(events) + 1, EventKind.TOOL_CALL, index=number, call=head)
+                )
+            continue
+        if kind is PieceKind.TOOL_ARGUMENTS:
+            start = call_offsets[focus]
+            call_offsets[focus] = start + number
+            piece = _call_arguments(calls[focus])[start : start + number]
+            events.append(LogEvent(len(events) + 1, EventKind.TOOL_CALL, text=piece, index=focus))
+            continue
         start = offsets[kind]
-        offsets[kind] = start + length
-        piece = texts[kind][start : start + length]
+        offsets[kind] = start + number
+        piece = texts[kind][start : start + number]
         events.append(LogEvent(len(events) + 1, _PIECE_EVENTS[kind], text=piece))
     if message.status.is_terminal:
         seq = RECOVERED_END_ID if was_recovered(message) else len(events) + 1

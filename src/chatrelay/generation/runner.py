@@ -21,10 +21,10 @@ from chatrelay.broker.event import EventKind
 from chatrelay.clock import now_iso
 from chatrelay.errors import ChatRelayError
 from chatrelay.generation.replay import as_started, terminal_kind
-from chatrelay.models import ErrorPayload, Message, PieceKind, Status, scrub_nul
+from chatrelay.models import ErrorPayload, Message, PieceKind, Status, ToolCallHead, scrub_nul
 from chatrelay.observe import NULL_OBSERVER, GenerationOutcome, Observer
 from chatrelay.request_context import RequestInfo, current
-from chatrelay.upstream.assembler import ChunkAssembler, ChunkDelta
+from chatrelay.upstream.assembler import ChunkAssembler, ChunkDelta, ToolCall, ToolCallPart
 
 log = logging.getLogger("chatrelay.generation")
 
@@ -83,6 +83,13 @@ class Generation:
         self._content: list[str] = []
         self._reasoning: list[str] = []
         self._pieces: list[tuple[PieceKind, int]] = []
+        # Tool calls in the order they started (their position is the event's `index`),
+        # with what the `tool_call` events said of them, for checkpoints.
+        self._calls: list[ToolCall] = []
+        self._call_positions: dict[int, int] = {}  # assembler index → position
+        self._call_heads: list[ToolCallHead] = []
+        self._call_arguments: list[list[str]] = []
+        self._call_focus = -1  # the call the last TOOL_CALL piece named
         self._stream: ChatStream | None = None
         self._inner: asyncio.Task[None] | None = None
         self.stop_reason: StopReason | None = None
@@ -135,10 +142,20 @@ class Generation:
     # -- the run -----------------------------------------------------------------------
 
     def snapshot(self) -> Message:
-        """The message as generated so far (still `streaming`)."""
+        """The message as generated so far (still `streaming`): the tool calls as their
+        events told them, so a checkpoint replays exactly what was published."""
+        tool_calls = [
+            {
+                "id": head.id,
+                "type": head.type,
+                "function": {"name": head.name, "arguments": "".join(arguments)},
+            }
+            for head, arguments in zip(self._call_heads, self._call_arguments, strict=True)
+        ]
         return self.message.evolve(
             content="".join(self._content),
             reasoning="".join(self._reasoning) or None,
+            tool_calls=tool_calls or None,
             pieces=list(self._pieces),
         )
 
@@ -233,6 +250,33 @@ class Generation:
                     self._pieces.append((PieceKind.REASONING, len(piece)))
                     topic.publish(EventKind.REASONING, text=piece)
                     self.dirty = True
+                if delta.tool_parts:
+                    for part in delta.tool_parts:
+                        self._tool_call_part(part)
+                    self.dirty = True
+
+    def _tool_call_part(self, part: ToolCallPart) -> None:
+        """A call's start (`tool_call` with its head), then its argument pieces, by position."""
+        call = part.call
+        position = self._call_positions.get(call.index)
+        if position is None:
+            position = len(self._calls)
+            self._call_positions[call.index] = position
+            self._calls.append(call)
+            head = ToolCallHead(call.id, call.type, call.name)
+            self._call_heads.append(head)
+            self._call_arguments.append([])
+            self._pieces.append((PieceKind.TOOL_CALL, position))
+            self._call_focus = position
+            self.topic.publish(EventKind.TOOL_CALL, index=position, call=head)
+        if not part.arguments:
+            return
+        if self._call_focus != position:
+            self._pieces.append((PieceKind.TOOL_CALL, position))
+            self._call_focus = position
+        self._call_arguments[position].append(part.arguments)
+        self._pieces.append((PieceKind.TOOL_ARGUMENTS, len(part.arguments)))
+        self.topic.publish(EventKind.TOOL_CALL, index=position, text=part.arguments)
 
     def _upstream_finished(self) -> bool:
         assembler = self._stream.assembler if self._stream is not None else None
@@ -242,7 +286,10 @@ class Generation:
         assembler = self._stream.assembler if self._stream is not None else None
         tool_calls = None
         if assembler is not None and assembler.tool_calls:
-            tool_calls = [call.to_dict() for call in assembler.tool_calls]
+            # In the order the calls started, which is their events' `index`.
+            seen = {id(call) for call in self._calls}
+            unseen = [call for call in assembler.tool_calls if id(call) not in seen]
+            tool_calls = [call.to_dict() for call in [*self._calls, *unseen]]
         return self.snapshot().evolve(
             status=status,
             error=error,

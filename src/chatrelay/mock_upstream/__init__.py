@@ -15,14 +15,20 @@ can be seen by hand with `make run`:
     mock-429     HTTP 429 with `Retry-After: 1`
     mock-length  a truncated answer with finish_reason "length"
 
+A request with function `tools` is answered with a call to the first function (or the one
+`tool_choice` names; none for `"none"`), its arguments built from the function's JSON schema
+and streamed in a few pieces, `finish_reason` "tool_calls". When the last message is a tool
+result, the answer is text quoting it, so a tool loop ends (`tools`).
+
 The answer is deterministic for a given last user message, quotes its first words and is 3-5
 sentences long. Usage numbers are mock estimates: whitespace-separated words of the prompt (all
 messages) and of the answer, not real tokenizer counts. Authorization is ignored.
 
-Modules: `answers` (the text and the mode a request selects), `wire` (OpenAI's JSON shapes and
-SSE frames), `scripted` (a response that can misbehave on purpose), `app` (the Starlette app),
-`server` (`MockUpstreamServer`, the app on a loopback port). Only `web/app.py`'s lifespan
-imports this package; the real client in `chatrelay.upstream` never does.
+Modules: `answers` (the text and the mode a request selects), `tools` (the tool calls),
+`wire` (OpenAI's JSON shapes and SSE frames), `scripted` (a response that can misbehave on
+purpose), `app` (the Starlette app), `server` (`MockUpstreamServer`, the app on a loopback
+port). Only `web/app.py`'s lifespan imports this package; the real client in
+`chatrelay.upstream` never does.
 """
 
 from chatrelay.mock_upstream.answers import MOCK_MODELS, MockMode, mock_answer

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from chatrelay.mock_upstream.answers import MOCK_MODELS, MockMode, mock_answer, select_mode, text_of
 from chatrelay.mock_upstream.scripted import Body, Script, ScriptedResponse, forever
+from chatrelay.mock_upstream.tools import mock_tool_call, tool_result_answer
 from chatrelay.mock_upstream.wire import DONE_FRAME, Plan, error_response, json_body, sse_frame
 
 SLOW_TOKEN_DELAY = 0.3
@@ -42,7 +43,13 @@ class MockState:
 
 def _stream_script(plan: Plan) -> Script:
     async def script(body: Body) -> None:
-        await body.write(plan.chunk({"role": "assistant", "content": ""}))
+        if plan.tool_call is not None:
+            await body.write(plan.chunk({"role": "assistant", "content": None}))
+            for delta in plan.tool_call_deltas():
+                await asyncio.sleep(plan.delay)
+                await body.write(plan.chunk(delta))
+        else:
+            await body.write(plan.chunk({"role": "assistant", "content": ""}))
         faulty = plan.mode in _FAULTY
         for token in plan.tokens[:FAULT_AFTER_TOKENS] if faulty else plan.tokens:
             await asyncio.sleep(plan.delay)
@@ -114,7 +121,9 @@ def create_mock_app(*, token_delay: float = 0.02) -> Starlette:
                 headers={"Retry-After": "1"},
             )
 
-        tokens = _TOKEN.findall(mock_answer(last_user))
+        tool_call = mock_tool_call(body, messages)
+        answer = tool_result_answer(messages)
+        tokens = [] if tool_call else _TOKEN.findall(answer or mock_answer(last_user))
         if mode == MockMode.LENGTH:
             tokens = tokens[:LENGTH_LIMIT_TOKENS]
         options = body.get("stream_options")
@@ -125,6 +134,7 @@ def create_mock_app(*, token_delay: float = 0.02) -> Starlette:
             delay=SLOW_TOKEN_DELAY if mode == MockMode.SLOW else state.token_delay,
             prompt_words=sum(len(text_of(m.get("content")).split()) for m in messages),
             include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+            tool_call=tool_call,
         )
         headers = {"x-request-id": plan.id}
         if body.get("stream") is True:

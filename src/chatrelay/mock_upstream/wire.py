@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 import chatrelay.completions.chunks as build
 from chatrelay.mock_upstream.answers import MockMode
+from chatrelay.mock_upstream.tools import MockToolCall
 from chatrelay.sse.framing import data_frame, json_text
 
 DONE_FRAME = data_frame("[DONE]").encode()
@@ -58,6 +59,7 @@ class Plan:
     delay: float
     prompt_words: int
     include_usage: bool
+    tool_call: MockToolCall | None = None  # answer with this call instead of `tokens`
     id: str = field(default_factory=lambda: f"chatcmpl-mock{uuid.uuid4().hex[:24]}")
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -67,10 +69,28 @@ class Plan:
 
     @property
     def finish_reason(self) -> str:
+        if self.tool_call is not None:
+            return "tool_calls"
         return "length" if self.mode == MockMode.LENGTH else "stop"
+
+    def tool_call_deltas(self) -> list[dict[str, Any]]:
+        """The call as OpenAI streams one: named first (empty arguments), then the pieces."""
+        call = self.tool_call
+        if call is None:
+            return []
+        first = {
+            "index": 0,
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        rest = [{"index": 0, "function": {"arguments": p}} for p in call.argument_pieces()]
+        return [{"tool_calls": [item]} for item in [first, *rest]]
 
     def usage(self) -> dict[str, int]:
         completion = len(self.text.split())
+        if self.tool_call is not None:
+            completion = max(1, len(self.tool_call.arguments) // 4)
         return {
             "prompt_tokens": self.prompt_words,
             "completion_tokens": completion,
@@ -98,12 +118,25 @@ class Plan:
         )
 
     def completion(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": self.text, "refusal": None}
+        if self.tool_call is not None:
+            message["content"] = None
+            message["tool_calls"] = [
+                {
+                    "id": self.tool_call.id,
+                    "type": "function",
+                    "function": {
+                        "name": self.tool_call.name,
+                        "arguments": self.tool_call.arguments,
+                    },
+                }
+            ]
         return dict(
             build.completion(
                 self.id,
                 self.created,
                 self.model,
-                {"role": "assistant", "content": self.text, "refusal": None},
+                message,
                 self.finish_reason,
                 usage=self.usage(),
                 system_fingerprint=None,

@@ -288,6 +288,16 @@ class Repository:
 
     # -- messages --------------------------------------------------------------------
 
+    async def delete_message(self, tenant: str, message_id: str) -> None:
+        """One message gone from reads and lists (`DELETE /v1/responses/{id}`)."""
+        async with self.db.unit() as unit:
+            row = await unit.fetch_one(
+                "DELETE FROM messages WHERE id = :id AND tenant = :tenant RETURNING id",
+                {"id": message_id, "tenant": tenant},
+            )
+        if row is None:
+            raise NotFound(f"message {message_id} not found")
+
     async def add_turn(
         self,
         *,
@@ -399,12 +409,14 @@ class Repository:
         async with self.db.unit(transaction=True) as unit:
             await unit.execute_many(
                 "UPDATE messages SET content = :content, reasoning = :reasoning, "
-                "pieces = :pieces, updated_at = :now WHERE id = :id AND status = 'streaming'",
+                "tool_calls = :tool_calls, pieces = :pieces, updated_at = :now "
+                "WHERE id = :id AND status = 'streaming'",
                 [
                     {
                         "id": m.id,
                         "content": scrub_nul(m.content),
                         "reasoning": None if m.reasoning is None else scrub_nul(m.reasoning),
+                        "tool_calls": _dumps(m.tool_calls),
                         "pieces": _dumps([list(p) for p in m.pieces]),
                         "now": now,
                     }

@@ -35,7 +35,7 @@ from chatrelay.errors import UpstreamError, UpstreamProtocolError, UpstreamTrunc
 from chatrelay.json_values import loads_upstream
 from chatrelay.sse.event import SSEEvent
 
-__all__ = ["ChunkAssembler", "ChunkDelta", "ToolCall"]
+__all__ = ["ChunkAssembler", "ChunkDelta", "ToolCall", "ToolCallPart"]
 
 _DONE = "[DONE]"
 # How much of an upstream error message we carry: enough to diagnose, short enough that a
@@ -66,13 +66,26 @@ class ToolCall:
 
 
 @dataclass(slots=True)
+class ToolCallPart:
+    """One event's contribution to one tool call: the call, and the arguments it added."""
+
+    call: ToolCall
+    arguments: str
+
+
+@dataclass(slots=True)
 class ChunkDelta:
-    """What one event contributed; empty strings mean "nothing of that kind"."""
+    """What one event contributed; empty strings mean "nothing of that kind".
+
+    `tool_parts` lists the calls the event touched, in its order, each with the argument
+    text it appended (so a caller can stream the arguments as they arrive).
+    """
 
     content: str = ""
     reasoning: str = ""
     refusal: str = ""
     tool_calls: bool = False
+    tool_parts: list[ToolCallPart] | None = None
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     chunk: dict[str, Any] | None = None
@@ -382,9 +395,9 @@ class ChunkAssembler:
             self._refusal.append(delta.refusal)
         if delta.reasoning:
             self._reasoning.append(delta.reasoning)
-        if self._apply_tool_calls(body.get("tool_calls")):
+        if self._apply_tool_calls(body.get("tool_calls"), delta):
             delta.tool_calls = True
-        if self._apply_function_call(body.get("function_call")):
+        if self._apply_function_call(body.get("function_call"), delta):
             delta.tool_calls = True
         finish = choice.get("finish_reason")
         if finish is not None and not isinstance(finish, str):
@@ -409,7 +422,13 @@ class ChunkAssembler:
                 return value
         return ""
 
-    def _apply_tool_calls(self, value: Any) -> bool:
+    @staticmethod
+    def _note_part(delta: ChunkDelta, call: ToolCall, arguments: str) -> None:
+        if delta.tool_parts is None:
+            delta.tool_parts = []
+        delta.tool_parts.append(ToolCallPart(call, arguments))
+
+    def _apply_tool_calls(self, value: Any, delta: ChunkDelta) -> bool:
         if value is None:
             return False
         if not isinstance(value, list):
@@ -426,11 +445,13 @@ class ChunkAssembler:
             call_id = _opt_str(item.get("id"), "tool_calls[].id")
             call, created = self._tool_call_slot(item.get("index"), call_id)
             kind = _opt_str(item.get("type"), "tool_calls[].type")
-            changed |= created
-            changed |= self._merge_call(call, call_id, kind, function)
+            merged, arguments = self._merge_call(call, call_id, kind, function)
+            if created or merged:
+                changed = True
+                self._note_part(delta, call, arguments)
         return changed
 
-    def _apply_function_call(self, value: Any) -> bool:
+    def _apply_function_call(self, value: Any, delta: ChunkDelta) -> bool:
         """The pre-`tools` `function_call` delta: one call, which we file as tool call 0."""
         if value is None:
             return False
@@ -440,7 +461,10 @@ class ChunkAssembler:
         created = call is None
         if call is None:
             call = self._new_call(0)
-        return self._merge_call(call, "", "", value) or created
+        merged, arguments = self._merge_call(call, "", "", value)
+        if created or merged:
+            self._note_part(delta, call, arguments)
+        return merged or created
 
     def _tool_call_slot(self, upstream_index: Any, call_id: str) -> tuple[ToolCall, bool]:
         """Find (or open) the call a tool-call delta belongs to; True when it is new.
@@ -482,8 +506,12 @@ class ChunkAssembler:
         return call
 
     @staticmethod
-    def _merge_call(call: ToolCall, call_id: str, kind: str, function: dict[str, Any]) -> bool:
-        """Id, type and name come from the first delta that has them; arguments accumulate."""
+    def _merge_call(
+        call: ToolCall, call_id: str, kind: str, function: dict[str, Any]
+    ) -> tuple[bool, str]:
+        """Id, type and name come from the first delta that has them; arguments accumulate.
+
+        Returns whether the call changed, and the argument text appended."""
         changed = False
         if call_id and not call.id:
             call.id = call_id
@@ -503,4 +531,4 @@ class ChunkAssembler:
         if arguments:
             call.arguments += arguments
             changed = True
-        return changed
+        return changed, arguments

@@ -21,6 +21,7 @@ from chatrelay.ids import new_id
 from chatrelay.metrics import Metrics
 from chatrelay.observe import NULL_OBSERVER, Fanout, Observer
 from chatrelay.outcome_log import OutcomeLog
+from chatrelay.responses.recording import Responses
 from chatrelay.service import ChatService
 from chatrelay.storage.database import Database
 from chatrelay.storage.migrations import apply_migrations
@@ -33,7 +34,7 @@ from chatrelay.web.context import AppContext
 from chatrelay.web.cors import cors_middleware
 from chatrelay.web.errors import EXCEPTION_HANDLERS
 from chatrelay.web.instrumentation import Instrumentation
-from chatrelay.web.routes import conversations, health, messages, openai, page, spec
+from chatrelay.web.routes import conversations, health, messages, openai, page, responses, spec
 from chatrelay.web.routes import metrics as metrics_route
 
 log = logging.getLogger("chatrelay")
@@ -155,6 +156,14 @@ def create_app(
                     settings.default_model,
                     check_model=upstream.check_model,
                 ),
+                responses=Responses(
+                    repo,
+                    engine.registry,
+                    engine.subscriptions,
+                    settings.default_model,
+                    check_model=upstream.check_model,
+                    peers=engine.peers,
+                ),
                 models=ModelCatalog(upstream),
                 auth=Authenticator(settings.api_keys, settings.secret, settings.stream_token_ttl),
             )
@@ -170,6 +179,7 @@ def create_app(
         *messages.routes,
         *openai.routes,
         *metrics_route.routes(settings, metrics),
+        *responses.routes,
         *page.routes,
         *spec.routes,
     ]

@@ -13,6 +13,7 @@ from chatrelay.generation.engine import Engine
 from chatrelay.generation.persistence import Persistence
 from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.generation.subscription import Subscriptions
+from chatrelay.responses.recording import Responses
 from chatrelay.service import ChatService
 from chatrelay.storage.database import Database
 from chatrelay.upstream.router import UpstreamRouter
@@ -27,6 +28,7 @@ class AppContext:
     engine: Engine
     chat: ChatService
     completions: ChatCompletions
+    responses: Responses
     models: ModelCatalog
     auth: Authenticator
 

@@ -30,6 +30,11 @@ def native_payload(event: LogEvent) -> dict[str, Any]:
     """The `data:` of a native event (README, "Event stream")."""
     if event.kind in (EventKind.DELTA, EventKind.REASONING):
         return {"content": event.text}
+    if event.kind is EventKind.TOOL_CALL:
+        call = event.call
+        if call is None:
+            return {"index": event.index, "arguments": event.text}
+        return {"index": event.index, "id": call.id, "type": call.type, "name": call.name}
     if event.kind is EventKind.ERROR:
         return {"error": event.error, "message": event.final.to_api()}
     return {"message": event.final.to_api()}

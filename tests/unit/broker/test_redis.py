@@ -17,7 +17,7 @@ from chatrelay.broker.base import BrokerUnavailable
 from chatrelay.broker.event import EventKind, LogEvent
 from chatrelay.broker.redis import RedisBroker, redacted_url
 from chatrelay.errors import BadRequest
-from chatrelay.models import Message, PieceKind, Status
+from chatrelay.models import Message, PieceKind, Status, ToolCallHead
 from tests.conftest import require_redis
 from tests.fakes.redis_server import RedisServer
 
@@ -112,6 +112,31 @@ async def test_another_instance_reads_the_same_events_live_and_resumes(
     assert [e.seq for e in everything] == [1, 2, 3, 4, 5]
     assert everything[-1].final == _final(mid, "Hello")
     assert await asyncio.wait_for(resumed, 5) == topic.events[2:]
+
+
+async def test_tool_call_events_reach_another_instance_unchanged(
+    pair: tuple[RedisBroker, RedisBroker, aioredis.Redis],
+) -> None:
+    """A call's start (id, type, name) and its argument pieces, interleaved across two
+    calls, read on another instance exactly as the owner published them."""
+    owner, other, _ = pair
+    mid = "msg_tools"
+    topic = owner.open(mid)
+    topic.publish(EventKind.START, message=_message(mid))
+    topic.publish(EventKind.TOOL_CALL, index=0, call=ToolCallHead("call_a", "function", "f"))
+    topic.publish(EventKind.TOOL_CALL, index=0, text='{"city": ')
+    topic.publish(EventKind.TOOL_CALL, index=1, call=ToolCallHead(None, "function", "g\u00e9"))
+    topic.publish(EventKind.TOOL_CALL, index=1, text="{}")
+    topic.publish(EventKind.TOOL_CALL, index=0, text='"Rome \ud800"}')
+    topic.publish(EventKind.DONE, message=_final(mid, ""))
+    await until(lambda: topic.sent == 7)
+    remote = await other.find(mid)
+    assert remote is not None
+    everything = await asyncio.wait_for(_read_all(remote.read_batches(None)), 5)
+    assert everything == topic.events
+    assert [(e.index, e.call, e.text) for e in everything[1:6]] == [
+        (e.index, e.call, e.text) for e in topic.events[1:6]
+    ]
 
 
 async def test_a_cursor_just_published_elsewhere_is_waited_for_and_bad_ones_refused(

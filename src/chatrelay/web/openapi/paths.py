@@ -373,6 +373,97 @@ def _openai() -> dict[str, PathItem]:
                 },
             }
         },
+        **_responses(),
+    }
+
+
+_RESPONSE_ID = {
+    "name": "response_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+}
+_RESPONSE_EVENTS = (
+    "with `stream: true`, OpenAI's typed events (`response.created` … "
+    "`response.completed`), each with its `sequence_number`"
+)
+
+
+def _responses() -> dict[str, PathItem]:
+    """OpenAI's Responses API over the chat-completions upstream (docs/openai-compat.md)."""
+    response = ref("Response")
+    return {
+        "/v1/responses": {
+            "post": {
+                "operationId": "createResponse",
+                "summary": "Create a response (streamed, background or not), recorded as a "
+                "conversation message",
+                "tags": ["openai"],
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": ref("ResponseRequest")}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "the response object, or " + _RESPONSE_EVENTS,
+                        "content": {
+                            JSON: {"schema": response},
+                            EVENT_STREAM: {"schema": ref("ResponseEvent")},
+                        },
+                    },
+                    **_errors((400, 401, 404, 413, 415, 422, 429, 503), "OpenAIError"),
+                },
+            }
+        },
+        "/v1/responses/{response_id}": {
+            "get": {
+                "operationId": "retrieveResponse",
+                "summary": "The response; with `stream=true&starting_after=N` its event "
+                "stream resumed exactly after sequence number N",
+                "tags": ["openai"],
+                "parameters": [
+                    _RESPONSE_ID,
+                    {"name": "stream", "in": "query", "schema": {"type": "boolean"}},
+                    {
+                        "name": "starting_after",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the response object, or its events",
+                        "content": {
+                            JSON: {"schema": response},
+                            EVENT_STREAM: {"schema": ref("ResponseEvent")},
+                        },
+                    },
+                    **_errors((400, 401, 404), "OpenAIError"),
+                },
+            },
+            "delete": {
+                "operationId": "deleteResponse",
+                "summary": "Stop it if it runs and delete it",
+                "tags": ["openai"],
+                "parameters": [_RESPONSE_ID],
+                "responses": {
+                    "200": _json("deleted", ref("ResponseDeleted")),
+                    **_errors((401, 404), "OpenAIError"),
+                },
+            },
+        },
+        "/v1/responses/{response_id}/cancel": {
+            "post": {
+                "operationId": "cancelResponse",
+                "summary": "Stop a running response; its partial output is kept",
+                "tags": ["openai"],
+                "parameters": [_RESPONSE_ID],
+                "responses": {
+                    "200": _json("the cancelled response", response),
+                    **_errors((401, 404, 409, 503), "OpenAIError"),
+                },
+            }
+        },
     }
 
 

@@ -165,6 +165,29 @@ def _native_event() -> Schema:
         "anyOf": [
             _event(["start", "done"], with_message),
             _event(["delta", "reasoning"], closed({"content": {"type": "string"}})),
+            _event(
+                ["tool_call"],
+                {
+                    "description": "a tool call starting (`id`, `type`, `name`) or a piece of "
+                    "its `arguments`; `index` is its position in `tool_calls`",
+                    "anyOf": [
+                        closed(
+                            {
+                                "index": {"type": "integer", "minimum": 0},
+                                "id": nullable({"type": "string"}),
+                                "type": {"type": "string"},
+                                "name": {"type": "string"},
+                            }
+                        ),
+                        closed(
+                            {
+                                "index": {"type": "integer", "minimum": 0},
+                                "arguments": {"type": "string"},
+                            }
+                        ),
+                    ],
+                },
+            ),
             _event(["error"], closed({"error": ref("MessageError"), "message": ref("Message")})),
         ],
     }
@@ -418,6 +441,80 @@ def openai_schemas() -> dict[str, Schema]:
                 "owned_by": {"type": "string"},
             },
             "required": ["id", "object", "created", "owned_by"],
+        },
+        "ResponseRequest": {
+            "type": "object",
+            "description": "The text and function-tool subset of OpenAI's Responses API; "
+            "built-in tools, file inputs and other unsupported fields are a 400 naming them "
+            "(docs/openai-compat.md).",
+            "properties": {
+                "model": {"type": "string", "minLength": 1, "maxLength": 200},
+                "input": {
+                    "anyOf": [
+                        {"type": "string"},
+                        {"type": "array", "items": {"type": "object"}},
+                    ]
+                },
+                "instructions": nullable({"type": "string"}),
+                "tools": {"type": "array", "items": {"type": "object"}},
+                "previous_response_id": nullable({"type": "string"}),
+                "stream": nullable({"type": "boolean"}),
+                "background": nullable({"type": "boolean"}),
+                "metadata": nullable({"type": "object"}),
+            },
+            "required": ["input"],
+        },
+        "Response": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "pattern": "^resp_"},
+                "object": {"const": "response"},
+                "created_at": {"type": "integer"},
+                "status": {
+                    "type": "string",
+                    "enum": [
+                        "queued",
+                        "in_progress",
+                        "completed",
+                        "failed",
+                        "incomplete",
+                        "cancelled",
+                    ],
+                },
+                "model": {"type": "string"},
+                "output": {"type": "array", "items": {"type": "object"}},
+                "error": nullable({"type": "object"}),
+                "usage": nullable({"type": "object"}),
+            },
+            "required": ["id", "object", "created_at", "status", "model", "output"],
+        },
+        "ResponseDeleted": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "pattern": "^resp_"},
+                "object": {"const": "response"},
+                "deleted": {"const": True},
+            },
+            "required": ["id", "object", "deleted"],
+        },
+        "ResponseEvent": {
+            "description": "one event of a Responses stream: `event:` is the type, `data:` "
+            "the typed event with its `sequence_number`",
+            "type": "object",
+            "properties": {
+                "event": {"type": "string"},
+                "data": _json_data(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "type": {"type": "string"},
+                            "sequence_number": {"type": "integer", "minimum": 0},
+                        },
+                        "required": ["type", "sequence_number"],
+                    }
+                ),
+            },
+            "required": ["data"],
         },
         "ModelList": {
             "type": "object",

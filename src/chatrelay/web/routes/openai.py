@@ -123,6 +123,9 @@ async def retrieve_model(request: Request) -> Response:
     return JSONResponse(await ctx.models.model(model_id))
 
 
+# For the other OpenAI-shaped routes (`routes/responses.py`).
+openai_endpoint = _openai_endpoint
+
 routes = [
     Route(OPENAI_PATHS[0], chat_completions, methods=["POST"]),
     Route(OPENAI_PATHS[1], list_models, methods=["GET"]),
