@@ -39,6 +39,25 @@ def test_the_whole_corpus_is_covered() -> None:
     assert set(ENTRIES) == on_disk
 
 
+def _calls_from_events(evs: list[Any]) -> list[dict[str, Any]]:
+    """The tool calls the `tool_call` events build: each starts with id, type and name, then
+    its argument pieces follow, possibly interleaved with other calls' pieces."""
+    calls: dict[int, dict[str, Any]] = {}
+    for e in evs:
+        if e.event != "tool_call":
+            continue
+        if "arguments" in e.json:
+            calls[e.json["index"]]["function"]["arguments"] += e.json["arguments"]
+        else:
+            assert e.json["index"] not in calls, "a call started twice"
+            calls[e.json["index"]] = {
+                "id": e.json["id"],
+                "type": e.json["type"],
+                "function": {"name": e.json["name"], "arguments": ""},
+            }
+    return [calls[i] for i in sorted(calls)]
+
+
 @pytest.mark.parametrize("chunk_size", CHUNK_SIZES, ids=lambda n: f"chunk{n or 'all'}")
 @pytest.mark.parametrize("name", sorted(ENTRIES))
 async def test_corpus_stream_end_to_end(relay: Relay, name: str, chunk_size: int) -> None:
@@ -57,12 +76,14 @@ async def test_corpus_stream_end_to_end(relay: Relay, name: str, chunk_size: int
     # The event stream: start, the pieces, one terminal event.
     kinds = [e.event for e in evs]
     assert kinds[0] == "start" and evs[0].json["message"]["status"] == "streaming"
-    assert set(kinds[1:-1]) <= {"delta", "reasoning"}, kinds
+    assert set(kinds[1:-1]) <= {"delta", "reasoning", "tool_call"}, kinds
     streamed = "".join(e.json["content"] for e in evs if e.event == "delta")
     thought = "".join(e.json["content"] for e in evs if e.event == "reasoning")
     assert streamed == expect["content"]
     assert thought == expect["reasoning"]
-    assert all(e.json["content"] for e in evs[1:-1]), "an empty piece was sent"
+    pieces = [e for e in evs[1:-1] if e.event != "tool_call" or "arguments" in e.json]
+    assert all(e.json.get("content", e.json.get("arguments")) for e in pieces), "an empty piece"
+    assert _calls_from_events(evs) == expect["tool_calls"], "tool calls as streamed"
 
     # The stored message, and the same message in the terminal event.
     assert stored["content"] == expect["content"]
