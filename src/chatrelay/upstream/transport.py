@@ -44,6 +44,7 @@ class UpstreamTLSError(httpx.ConnectError):
 
 # What an OpenSSL verification code means to an operator (`X509_V_ERR_*`).
 _VERIFY_REASONS = {
+    2: "unknown issuer: the certificate's CA is not trusted",
     9: "the certificate is not yet valid",
     10: "the certificate has expired",
     18: "the certificate is self-signed and not trusted",
@@ -51,6 +52,7 @@ _VERIFY_REASONS = {
     20: "unknown issuer: the certificate's CA is not trusted",
     21: "unknown issuer: the certificate's CA is not trusted",
     62: "wrong host: the certificate is not valid for this host name",
+    64: "wrong host: the certificate is not valid for this IP address",
 }
 _TRUST_HINT = " (trust a private CA with CHATRELAY_UPSTREAM_CA_FILE or SSL_CERT_FILE)"
 
@@ -62,7 +64,7 @@ def _tls_failure(exc: aiohttp.ClientSSLError) -> UpstreamTLSError:
     if isinstance(cause, ssl.SSLCertVerificationError):
         code = cause.verify_code
         reason = _VERIFY_REASONS.get(code, "the certificate was refused")
-        if code in (18, 19, 20, 21):
+        if code in (2, 18, 19, 20, 21):
             reason += _TRUST_HINT
         detail = cause.verify_message or str(cause)
         return UpstreamTLSError(f"{reason} ({detail})")
