@@ -10,6 +10,7 @@ where a module's tests share it.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import socket
 import threading
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import trustme
 
 from tests.conftest import CLIENT_KEYS
 from tests.fakes.service import ServiceProcess
@@ -110,6 +112,38 @@ def streamed_text(response: httpx.Response) -> str:
             for choice in chunk.get("choices", []):
                 text += choice.get("delta", {}).get("content") or ""
     return text
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A private CA made for the test (`trustme`), and server certificates it issues."""
+
+    ca_file: Path  # the private CA, PEM
+    directory: Path
+    ca: trustme.CA
+
+    @classmethod
+    def create(cls, directory: Path) -> Pki:
+        ca = trustme.CA()
+        ca_file = directory / "private-ca.pem"
+        ca.cert_pem.write_to_path(ca_file)
+        return cls(ca_file, directory, ca)
+
+    def leaf(
+        self,
+        name: str,
+        *identities: str,
+        ca: trustme.CA | None = None,
+        not_before: datetime.datetime | None = None,
+        not_after: datetime.datetime | None = None,
+    ) -> tuple[str, str]:
+        """A server certificate and its key as files, issued by `ca` (ours by default)."""
+        issuer = ca or self.ca
+        cert = issuer.issue_cert(*identities, not_before=not_before, not_after=not_after)
+        cert_path, key_path = self.directory / f"{name}.pem", self.directory / f"{name}.key"
+        cert.cert_chain_pems[0].write_to_path(cert_path)
+        cert.private_key_pem.write_to_path(key_path)
+        return str(cert_path), str(key_path)
 
 
 class TcpCounter:

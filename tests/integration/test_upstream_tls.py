@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import trustme
@@ -22,6 +21,7 @@ from tests.conftest import UPSTREAM_KEY
 from tests.fakes.service import ServiceProcess
 from tests.fakes.upstream import FakeUpstream
 from tests.integration.deployments import (
+    Pki,
     TcpCounter,
     client_of,
     full_log,
@@ -32,36 +32,9 @@ from tests.integration.deployments import (
 )
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca_file: Path  # the private CA, PEM
-    directory: Path
-    ca: trustme.CA
-
-    def leaf(
-        self,
-        name: str,
-        *identities: str,
-        ca: trustme.CA | None = None,
-        not_before: datetime.datetime | None = None,
-        not_after: datetime.datetime | None = None,
-    ) -> tuple[str, str]:
-        """A server certificate (and its key) as files, issued by `ca` (ours by default)."""
-        issuer = ca or self.ca
-        cert = issuer.issue_cert(*identities, not_before=not_before, not_after=not_after)
-        cert_path, key_path = self.directory / f"{name}.pem", self.directory / f"{name}.key"
-        cert.cert_chain_pems[0].write_to_path(cert_path)
-        cert.private_key_pem.write_to_path(key_path)
-        return str(cert_path), str(key_path)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    directory = tmp_path_factory.mktemp("pki")
-    ca = trustme.CA()
-    ca_file = directory / "private-ca.pem"
-    ca.cert_pem.write_to_path(ca_file)
-    return Pki(ca_file, directory, ca)
+    return Pki.create(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
