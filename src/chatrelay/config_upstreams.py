@@ -91,6 +91,7 @@ class UpstreamRoute:
     max_retries: int = 2
     trust: TrustSettings = field(default_factory=TrustSettings)
     proxy: str | None = field(default=None, repr=False)  # http://[user:pass@]host:port
+    proxy_setting: str | None = None  # the variable that named the proxy (HTTPS_PROXY, ...)
     source: str = "OPENAI_BASE_URL"  # what an operator should fix when the URL is wrong
 
 
@@ -209,8 +210,9 @@ def _bypasses(host: str, port: int | None, no_proxy: str) -> bool:
     return False
 
 
-def _proxy_for(url: str, env: Mapping[str, str]) -> str | None:
-    """The proxy an upstream at `url` is reached through, by the usual variables."""
+def _proxy_for(url: str, env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The proxy an upstream at `url` is reached through, by the usual variables, and the
+    variable that named it (for messages telling the operator what to fix)."""
     parts = urlsplit(url)
     no_proxy = _env(env, "NO_PROXY")
     if (
@@ -218,11 +220,11 @@ def _proxy_for(url: str, env: Mapping[str, str]) -> str | None:
         and parts.hostname is not None
         and _bypasses(parts.hostname, parts.port, no_proxy)
     ):
-        return None
+        return None, None
     specific = "HTTPS_PROXY" if parts.scheme == "https" else "HTTP_PROXY"
     proxy = _env(env, specific) or _env(env, "ALL_PROXY")
     if proxy is None:
-        return None
+        return None, None
     which = specific if _env(env, specific) else "ALL_PROXY"
     if "://" not in proxy:
         proxy = "http://" + proxy  # `host:port`, as curl accepts it
@@ -236,7 +238,7 @@ def _proxy_for(url: str, env: Mapping[str, str]) -> str | None:
         proxy_parts.port  # noqa: B018
     except ValueError:
         raise ConfigError(f"{which} has an invalid port") from None
-    return proxy
+    return proxy, which
 
 
 def _number(where: str, value: Any, default: float) -> float:
@@ -322,6 +324,7 @@ def _route_from_table(
     if ca_file is not None:
         trust = TrustSettings(trust.cert_file, trust.cert_dir, ca_file)
     base = defaults.timeouts
+    proxy, proxy_setting = _proxy_for(url, env)
     return UpstreamRoute(
         name=name,
         base_url=url,
@@ -341,7 +344,8 @@ def _route_from_table(
         ),
         max_retries=retries,
         trust=trust,
-        proxy=_proxy_for(url, env),
+        proxy=proxy,
+        proxy_setting=proxy_setting,
         source=f"base_url of upstream {name!r} in {path}",
     )
 
@@ -404,6 +408,7 @@ def load_upstreams(
     )
     if trust.cert_dir is not None and not Path(trust.cert_dir).is_dir():
         raise ConfigError(f"SSL_CERT_DIR names no directory: {trust.cert_dir}")
+    proxy, proxy_setting = _proxy_for(base_url_value, env)
     single = UpstreamRoute(
         name="default",
         base_url=base_url("OPENAI_BASE_URL", base_url_value),
@@ -414,7 +419,8 @@ def load_upstreams(
         timeouts=timeouts,
         max_retries=max_retries,
         trust=trust,
-        proxy=_proxy_for(base_url_value, env),
+        proxy=proxy,
+        proxy_setting=proxy_setting,
     )
     check = env.get("CHATRELAY_UPSTREAM_CHECK", "").strip().lower()
     if check not in {"", "0", "1", "true", "false", "yes", "no", "on", "off"}:

@@ -2,9 +2,9 @@
 
 It does what corporate proxies do for an HTTP client: `CONNECT host:port` opens a tunnel
 (HTTPS upstreams), and an absolute-form request (`POST http://host:port/path HTTP/1.1`) is
-forwarded to its origin (plain-HTTP upstreams). With `credentials`, a request without the
-matching `Proxy-Authorization: Basic …` gets 407. Every request line it accepted is
-recorded, with the credentials it carried.
+forwarded to its origin (plain-HTTP upstreams), one request per connection. With
+`credentials`, a request without the matching `Proxy-Authorization: Basic …` gets 407.
+Every request line it accepted is recorded, with the credentials it carried.
 """
 
 from __future__ import annotations
@@ -118,7 +118,11 @@ class HttpProxy:
             parts = urlsplit(target)
             up_reader, up_writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
             path = parts.path + (f"?{parts.query}" if parts.query else "")
-            kept = [h for h in headers if not h.lower().startswith("proxy-")]
+            # One request per connection: what follows on a kept-alive connection would be
+            # piped to the origin still in absolute form, so both sides are told to close.
+            kept = [h for h in headers if not h.lower().startswith(("proxy-", "connection:"))] + [
+                "Connection: close"
+            ]
             up_writer.write(
                 f"{method} {path} {version}\r\n".encode("latin-1")
                 + "".join(f"{h}\r\n" for h in kept).encode("latin-1")

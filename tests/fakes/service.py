@@ -51,6 +51,12 @@ class ServiceProcess:
             if not k.startswith(("OPENAI_", "CHATRELAY_", "DATABASE_URL", "REDIS_URL"))
             and k.upper() not in _HOST_SETTINGS
         }
+        if env.get("PYTHONPATH"):
+            # The child runs in `workdir`: a relative entry (`PYTHONPATH=src`, as the test
+            # command is written) would silently import the installed package instead.
+            env["PYTHONPATH"] = os.pathsep.join(
+                os.path.abspath(entry) for entry in env["PYTHONPATH"].split(os.pathsep) if entry
+            )
         env.update(self.env)
         secret_scan.register(self.log_path, self.env)
         self._log = open(self.log_path, "ab")  # noqa: SIM115  # closed in stop()

@@ -75,6 +75,7 @@ class UpstreamConfig:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     trust: TrustSettings = field(default_factory=TrustSettings)
     proxy: str | None = field(default=None, repr=False)
+    proxy_setting: str | None = None  # the variable that named the proxy
     source: str = "OPENAI_BASE_URL"  # the setting to fix when the URL is wrong
 
     @classmethod
@@ -104,6 +105,7 @@ class UpstreamConfig:
             headers=route.headers,
             trust=route.trust,
             proxy=route.proxy,
+            proxy_setting=route.proxy_setting,
             source=route.source,
         )
 
@@ -388,7 +390,9 @@ class UpstreamClient:
         timeout = httpx.Timeout(
             connect=config.connect_timeout or None, read=None, write=_WRITE_TIMEOUT, pool=None
         )
-        self._transport = UpstreamTransport(tls_context(config.trust), proxy=config.proxy)
+        self._transport = UpstreamTransport(
+            tls_context(config.trust), proxy=config.proxy, proxy_setting=config.proxy_setting
+        )
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=timeout,
@@ -456,7 +460,12 @@ class UpstreamClient:
         """A non-2xx answer to `method <endpoint name>`, naming the URL and its setting."""
         target = f"{method} {strip_credentials(self.config.endpoint(name))}"
         return http_error(
-            response, body, self.config.secrets, target=target, source=self.config.source
+            response,
+            body,
+            self.config.secrets,
+            target=target,
+            source=self.config.source,
+            proxy_setting=self.config.proxy_setting,
         )
 
     async def list_models(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import httpx
 from chatrelay.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from chatrelay.upstream.redact import Secrets, redact, shorten
 from chatrelay.upstream.timeouts import Phase, timeout_error
-from chatrelay.upstream.transport import UpstreamTLSError
+from chatrelay.upstream.transport import UpstreamProxyRefused, UpstreamTLSError
 
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_\-:.]{1,100}")
@@ -124,12 +124,14 @@ def error_from_response(
     location: str | None = None,
     target: str | None = None,
     source: str = "OPENAI_BASE_URL",
+    proxy_setting: str | None = None,
 ) -> UpstreamError:
     """A typed error for a non-2xx upstream answer, carrying the upstream's own message.
 
     `target` is the request as `METHOD url` and `source` the setting that made its URL: a
     404 or a redirect names both, since a wrong base URL and an unknown model otherwise
-    read the same.
+    read the same. A 407 is the proxy's (plain-HTTP upstreams go through it as ordinary
+    requests), so it names the proxy's setting, `proxy_setting`, instead.
     """
     text = body.decode("utf-8", "replace").strip()
     detail, payload = body_detail(text, content_type)
@@ -143,11 +145,19 @@ def error_from_response(
     message = f"upstream answered HTTP {status}{at}: {detail}"
     if status == 404:
         message += f" (check {source}, or whether the upstream serves this model)"
+    if status == 407:
+        where = proxy_setting or "the proxy settings"
+        message = (
+            f"the proxy refused chatrelay's credentials (HTTP 407{at}); "
+            f"check the user:password in {where}"
+        )
     if request_id and _REQUEST_ID.fullmatch(request_id):
         message += f" [upstream request id {request_id}]"
     message = redact(message, secret)
     if status in (401, 403):
         return UpstreamError(message, code="upstream_auth_failed", upstream_status=status)
+    if status == 407:
+        return UpstreamError(message, code=_PROXY.code, upstream_status=status)
     if status == 404 or 300 <= status < 400:
         return UpstreamError(message, code="upstream_not_found", upstream_status=status)
     if status == 429:
@@ -178,6 +188,7 @@ def http_error(
     *,
     target: str | None = None,
     source: str = "OPENAI_BASE_URL",
+    proxy_setting: str | None = None,
 ) -> UpstreamError:
     """`error_from_response` for an httpx response whose body (or its start) was read."""
     headers = response.headers
@@ -191,6 +202,7 @@ def http_error(
         location=headers.get("location"),
         target=target,
         source=source,
+        proxy_setting=proxy_setting,
     )
 
 
@@ -223,6 +235,8 @@ class _Outcome(NamedTuple):
 
 _UNREACHABLE = _Outcome("upstream_unreachable", "could not reach the upstream: {detail}")
 _TLS = _Outcome("upstream_tls_error", "TLS verification of the upstream failed: {detail}")
+_PROXY = _Outcome("upstream_proxy_error", "{detail}")
+_PROXY_UNREACHABLE = _Outcome("upstream_unreachable", "{detail}")
 _CONNECT_TIMEOUT = _Outcome("upstream_timeout_connect")
 _FIRST_BYTE_TIMEOUT = _Outcome("upstream_timeout_first_byte")
 
@@ -232,6 +246,8 @@ _TRANSPORT_FAILURES: tuple[tuple[tuple[type[httpx.HTTPError], ...], _Outcome, _O
     # exceptions, then the outcome for Call.STREAM, then for Call.MODELS
     ((httpx.ConnectTimeout,), _CONNECT_TIMEOUT, _CONNECT_TIMEOUT),
     ((UpstreamTLSError,), _TLS, _TLS),  # fails the same way every time: never retried
+    ((UpstreamProxyRefused,), _PROXY, _PROXY),  # the proxy said no: the same next time
+    ((httpx.ProxyError,), _PROXY_UNREACHABLE, _PROXY_UNREACHABLE),  # it did not answer
     (
         (httpx.ConnectError,),
         _Outcome("upstream_unreachable", "could not connect to the upstream: {detail}"),

@@ -42,8 +42,24 @@ class UpstreamTLSError(httpx.ConnectError):
     """
 
 
+class UpstreamProxyRefused(httpx.ProxyError):
+    """The proxy answered `CONNECT` with something other than 200 (407: it wants other
+    credentials; 403: it does not allow that host). Asking again gets the same answer."""
+
+
+def _proxy_refusal(exc: aiohttp.ClientHttpProxyError, setting: str | None) -> UpstreamProxyRefused:
+    where = setting or "the proxy settings"
+    if exc.status == 407:
+        hint = f"check the user:password in {where}"
+    else:
+        hint = f"check {where}, or whether the proxy lets chatrelay reach the upstream"
+    reason = f" {exc.message}" if exc.message else ""
+    return UpstreamProxyRefused(f"the proxy answered HTTP {exc.status}{reason} to CONNECT; {hint}")
+
+
 # What an OpenSSL verification code means to an operator (`X509_V_ERR_*`).
 _VERIFY_REASONS = {
+    2: "unknown issuer: the certificate's CA is not trusted",
     9: "the certificate is not yet valid",
     10: "the certificate has expired",
     18: "the certificate is self-signed and not trusted",
@@ -51,6 +67,7 @@ _VERIFY_REASONS = {
     20: "unknown issuer: the certificate's CA is not trusted",
     21: "unknown issuer: the certificate's CA is not trusted",
     62: "wrong host: the certificate is not valid for this host name",
+    64: "wrong host: the certificate is not valid for this IP address",
 }
 _TRUST_HINT = " (trust a private CA with CHATRELAY_UPSTREAM_CA_FILE or SSL_CERT_FILE)"
 
@@ -62,7 +79,7 @@ def _tls_failure(exc: aiohttp.ClientSSLError) -> UpstreamTLSError:
     if isinstance(cause, ssl.SSLCertVerificationError):
         code = cause.verify_code
         reason = _VERIFY_REASONS.get(code, "the certificate was refused")
-        if code in (18, 19, 20, 21):
+        if code in (2, 18, 19, 20, 21):
             reason += _TRUST_HINT
         detail = cause.verify_message or str(cause)
         return UpstreamTLSError(f"{reason} ({detail})")
@@ -74,7 +91,6 @@ def _tls_failure(exc: aiohttp.ClientSSLError) -> UpstreamTLSError:
 # matching row wins, so subclasses come first.
 _FAILURES: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
     (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
-    (aiohttp.ClientProxyConnectionError, httpx.ProxyError),
     (aiohttp.ClientConnectorError, httpx.ConnectError),  # refused, DNS, TLS verification
     (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
     (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),  # body ended before its end
@@ -88,11 +104,17 @@ _FAILURES: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = 
 )
 
 
-def _as_httpx(exc: BaseException) -> httpx.TransportError | None:
-    """The httpx error for an aiohttp failure (possibly already wrapped by the library)."""
+def _as_httpx(exc: BaseException, proxy_setting: str | None = None) -> httpx.TransportError | None:
+    """The httpx error for an aiohttp failure (possibly already wrapped by the library);
+    `proxy_setting` is the variable that named the proxy, for the proxy's failures."""
     cause = exc.__cause__ if isinstance(exc, httpx.HTTPError) else exc
     if isinstance(cause, aiohttp.ClientSSLError):
         return _tls_failure(cause)
+    if isinstance(cause, aiohttp.ClientHttpProxyError):
+        return _proxy_refusal(cause, proxy_setting)
+    if isinstance(cause, aiohttp.ClientProxyConnectionError):
+        where = f"; check {proxy_setting}" if proxy_setting else ""
+        return httpx.ProxyError(f"could not connect to the proxy ({cause.os_error}){where}")
     for aiohttp_type, httpx_type in _FAILURES:
         if isinstance(cause, aiohttp_type):
             return httpx_type(f"{type(cause).__name__}: {cause}")
@@ -132,12 +154,19 @@ class UpstreamTransport(AiohttpTransport):
     """One aiohttp session (no limit on connections) behind httpx's transport interface.
 
     `proxy` (`http://[user:pass@]host:port`) is decided once from the environment by the
-    configuration; the session itself never reads the environment.
+    configuration, and `proxy_setting` names the variable it came from; the session itself
+    never reads the environment.
     """
 
     def __init__(
-        self, tls: ssl.SSLContext, *, keepalive_expiry: float = 60.0, proxy: str | None = None
+        self,
+        tls: ssl.SSLContext,
+        *,
+        keepalive_expiry: float = 60.0,
+        proxy: str | None = None,
+        proxy_setting: str | None = None,
     ) -> None:
+        self._proxy_setting = proxy_setting
         tracing = aiohttp.TraceConfig()
         tracing.on_request_headers_sent.append(_headers_sent)
 
@@ -160,7 +189,7 @@ class UpstreamTransport(AiohttpTransport):
         try:
             response = await super().handle_async_request(request)
         except (httpx.HTTPError, aiohttp.ClientError) as exc:
-            mapped = _as_httpx(exc)
+            mapped = _as_httpx(exc, self._proxy_setting)
             if mapped is None:
                 raise
             raise mapped from exc

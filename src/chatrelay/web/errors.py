@@ -202,7 +202,7 @@ _OPENAI_STATUS = {
 }
 _UPSTREAM_AUTH_NOTE = (
     "chatrelay's own upstream credentials were rejected; your client key is fine "
-    "(the operator must fix OPENAI_API_KEY): "
+    "(the operator must fix OPENAI_API_KEY, or the route's key in CHATRELAY_UPSTREAMS): "
 )
 _DEFAULT_RATE_LIMIT_WAIT = 1.0
 
