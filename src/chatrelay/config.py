@@ -35,6 +35,7 @@ class Settings:
     """The whole configuration of one process. Secrets are kept out of `repr`."""
 
     openai_base_url: str = DEFAULT_BASE_URL
+    openai_base_url_set: bool = False  # OPENAI_BASE_URL given: a real upstream, key or not
     openai_api_key: str | None = field(default=None, repr=False)
     database_url: str = f"sqlite:///{DEFAULT_DATA_DIR}/chatrelay.db"
     redis_url: str | None = field(default=None, repr=False)  # may hold a password
@@ -90,8 +91,12 @@ class Settings:
 
     @property
     def use_mock_upstream(self) -> bool:
-        """No key and no routes file: answers come from the built-in mock."""
-        return not self.openai_api_key and not self.upstreams.routed
+        """Nothing names an upstream (no key, no OPENAI_BASE_URL, no routes file): answers
+        come from the built-in mock. A base URL without a key is a keyless local server
+        (vLLM, Ollama, llama.cpp), served as such."""
+        return (
+            not self.openai_api_key and not self.openai_base_url_set and not self.upstreams.routed
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -301,6 +306,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
     max_header_bytes = _int(env, "CHATRELAY_MAX_HEADER_BYTES", 32_768, minimum=1024)
     return Settings(
         openai_base_url=base_url,
+        openai_base_url_set=bool(env.get("OPENAI_BASE_URL", "").strip()),
         openai_api_key=api_key,
         database_url=_database_url(env.get("DATABASE_URL")),
         redis_url=redis_url,

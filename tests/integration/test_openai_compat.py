@@ -662,7 +662,7 @@ def test_models_are_listed_and_cached(relay: Relay) -> None:
 
 
 async def test_builtin_mock_lists_its_models_and_answers(stack: Stack) -> None:
-    service = stack.service(OPENAI_API_KEY="")
+    service = stack.service(OPENAI_API_KEY="", OPENAI_BASE_URL="")
     async with openai.AsyncOpenAI(
         base_url=service.base_url + "/v1", api_key=CLIENT_KEYS["acme"], max_retries=0
     ) as client:

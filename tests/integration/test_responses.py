@@ -479,7 +479,7 @@ def test_failure_after_output_ends_the_stream_with_error_then_failed(relay: Rela
 
 
 async def test_builtin_mock_answers_responses_and_calls_tools(stack: Stack) -> None:
-    service = stack.service(OPENAI_API_KEY="")
+    service = stack.service(OPENAI_API_KEY="", OPENAI_BASE_URL="")
     async with openai.AsyncOpenAI(
         base_url=service.base_url + "/v1", api_key=CLIENT_KEYS["acme"], max_retries=0
     ) as client:

@@ -97,7 +97,7 @@ async def test_native_stream_has_tool_call_events_replayed_from_storage_alike(
 
 
 async def test_builtin_mock_calls_tools_then_answers_the_result(stack: Stack) -> None:
-    service = stack.service(OPENAI_API_KEY="")
+    service = stack.service(OPENAI_API_KEY="", OPENAI_BASE_URL="")
     async with openai.AsyncOpenAI(
         base_url=service.base_url + "/v1", api_key=CLIENT_KEYS["acme"], max_retries=0
     ) as client:

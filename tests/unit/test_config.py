@@ -23,6 +23,12 @@ def test_defaults_need_no_configuration() -> None:
     assert settings.lease_ttl == 30.0
 
 
+def test_a_base_url_without_a_key_is_a_keyless_server_not_the_mock() -> None:
+    local = load_settings({"OPENAI_BASE_URL": "http://127.0.0.1:11434/v1"})
+    assert not local.use_mock_upstream and not local.openai_api_key
+    assert load_settings({"OPENAI_BASE_URL": "  "}).use_mock_upstream, "blank is unset"
+
+
 def test_values_are_read() -> None:
     settings = load_settings(
         {
