@@ -18,6 +18,7 @@ from chatrelay.completions.request import CompletionRequest, content_text
 from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.generation.subscription import Subscriptions
 from chatrelay.ids import new_id
+from chatrelay.leases import Lease
 from chatrelay.models import Message, Status
 from chatrelay.storage.repository import Repository
 
@@ -119,7 +120,17 @@ class ChatCompletions:
         Without `conversation_id` a new conversation holds every message of the request;
         with it, only those `unrecorded` says are new are appended (404 if it is unknown).
         """
-        self.registry.ensure_accepting()  # before anything is stored: a refusal leaves no trace
+        # Before anything is stored, so a refusal (draining, 429) leaves no trace.
+        with self.registry.reserve(tenant) as slot:
+            return await self._record_and_launch(tenant, request, conversation_id, slot)
+
+    async def _record_and_launch(
+        self,
+        tenant: str,
+        request: CompletionRequest,
+        conversation_id: str | None,
+        slot: Lease,
+    ) -> StartedCompletion:
         now = now_iso()
         if conversation_id is None:
             model = request.model or self.default_model
@@ -141,7 +152,7 @@ class ChatCompletions:
                 self._drafts(tenant, conversation.id, new, request, model, now),
             )
         assistant = stored[-1]
-        self.registry.launch(assistant, request.upstream_body(model))
+        self.registry.launch(assistant, request.upstream_body(model), slot=slot)
         return StartedCompletion(conversation.id, assistant)
 
     async def events(self, assistant: Message, *, heartbeat: float) -> CompletionEvents:

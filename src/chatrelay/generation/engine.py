@@ -38,16 +38,28 @@ class Engine:
         checkpoint_interval: float = 1.0,
         finished_log_ttl: float = 30.0,
         poll_interval: float = 0.5,
+        max_generations_per_tenant: int = 0,
+        max_subscribers_per_message: int = 0,
     ) -> Engine:
         """Replay the spool and recover orphans, then start writing and accepting work."""
         await prepare_storage(repo, spool)
         broker = broker if broker is not None else MemoryBroker()
         persistence = Persistence(repo, spool=spool, checkpoint_interval=checkpoint_interval)
         registry = GenerationRegistry(
-            upstream, broker, persistence, finished_log_ttl=finished_log_ttl
+            upstream,
+            broker,
+            persistence,
+            finished_log_ttl=finished_log_ttl,
+            max_per_tenant=max_generations_per_tenant,
         )
         persistence.start(registry.running)
-        subscriptions = Subscriptions(repo, registry, broker, poll_interval=poll_interval)
+        subscriptions = Subscriptions(
+            repo,
+            registry,
+            broker,
+            poll_interval=poll_interval,
+            max_per_message=max_subscribers_per_message,
+        )
         return cls(broker, persistence, registry, subscriptions)
 
     async def drain(self, grace: float) -> None:

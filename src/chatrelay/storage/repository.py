@@ -6,7 +6,7 @@ simply not found.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,10 +138,14 @@ def message_from_record(record: dict[str, Any]) -> Message:
 
 @dataclass(frozen=True)
 class Turn:
-    """A stored turn, with the conversation and the active history that precede it."""
+    """A stored turn, with the conversation it belongs to.
+
+    Its context is every active message with a `seq` below `first_seq` (read with
+    `active_history`, newest first, only as far as the budget needs).
+    """
 
     conversation: Conversation
-    history: list[Message]
+    first_seq: int  # the seq of the turn's first new message
     user: Message | None
     assistant: Message
 
@@ -255,8 +259,9 @@ class Repository:
     ) -> Turn:
         """Store the next turn: a user message (unless regenerating) and a `streaming` reply.
 
-        One transaction does it all and returns what generation needs (the conversation
-        and the active history before the turn). Sequence numbers come from an atomic
+        One transaction does it all and returns what generation needs (the conversation;
+        the history before the turn is read afterwards, as far as the context budget needs,
+        with `active_history`). Sequence numbers come from an atomic
         increment on the conversation row, so two concurrent posts never collide, on
         SQLite or PostgreSQL. With `supersede_from`, every active message from that
         position on leaves the context (edit/regenerate). `choose_model` names the reply's
@@ -314,16 +319,61 @@ class Repository:
                         "first_new": last - count + 1,
                     },
                 )
-            history_rows = await unit.fetch_all(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :id "
-                "AND seq < :first_new AND superseded_by IS NULL ORDER BY seq",
-                {"id": conversation_id, "first_new": last - count + 1},
-            )
             await unit.execute_many(
                 _INSERT_MESSAGE,
                 [_message_values(m, now) for m in (user, assistant) if m is not None],
             )
-        return Turn(conversation, [_message(r) for r in history_rows], user, assistant)
+        return Turn(conversation, last - count + 1, user, assistant)
+
+    async def active_history(
+        self, conversation_id: str, *, before_seq: int, page_size: int = 50
+    ) -> AsyncIterator[list[Message]]:
+        """Active (not superseded) messages before `before_seq`, newest first, in pages.
+
+        The context of a turn reads only as many pages as its token budget needs, so a
+        turn in a long conversation costs about what one in a short conversation does.
+        Each page is one indexed range read on `(conversation_id, seq)`.
+        """
+        while True:
+            async with self.db.unit() as unit:
+                rows = await unit.fetch_all(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :id "
+                    "AND seq < :before AND superseded_by IS NULL ORDER BY seq DESC LIMIT :limit",
+                    {"id": conversation_id, "before": before_seq, "limit": page_size},
+                )
+            if not rows:
+                return
+            page = [_message(r) for r in rows]
+            yield page
+            if len(rows) < page_size:
+                return
+            before_seq = page[-1].seq
+
+    async def messages_page(
+        self, conversation_id: str, *, after_seq: int | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        """Up to `limit` messages after `after_seq` in `seq` order, and whether more follow."""
+        async with self.db.unit() as unit:
+            rows = await unit.fetch_all(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :id "
+                "AND seq > :after ORDER BY seq LIMIT :limit",
+                {"id": conversation_id, "after": after_seq or 0, "limit": limit + 1},
+            )
+        return [_message(r) for r in rows[:limit]], len(rows) > limit
+
+    async def latest_messages(
+        self, conversation_id: str, *, limit: int
+    ) -> tuple[list[Message], bool]:
+        """The newest `limit` messages in `seq` order, and whether older ones were left out."""
+        async with self.db.unit() as unit:
+            rows = await unit.fetch_all(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :id "
+                "ORDER BY seq DESC LIMIT :limit",
+                {"id": conversation_id, "limit": limit + 1},
+            )
+        newest = [_message(r) for r in rows[:limit]]
+        newest.reverse()
+        return newest, len(rows) > limit
 
     async def list_messages(self, conversation_id: str) -> list[Message]:
         async with self.db.unit() as unit:

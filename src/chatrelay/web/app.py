@@ -13,6 +13,7 @@ from chatrelay.completions.catalog import ModelCatalog
 from chatrelay.completions.recording import ChatCompletions
 from chatrelay.config import Settings
 from chatrelay.generation.engine import Engine
+from chatrelay.rate_limit import RateLimiter
 from chatrelay.service import ChatService
 from chatrelay.storage.database import Database
 from chatrelay.storage.migrations import apply_migrations
@@ -82,6 +83,8 @@ def create_app(settings: Settings) -> Starlette:
                 spool=Spool(settings.data_dir / "spool"),
                 checkpoint_interval=settings.checkpoint_interval,
                 finished_log_ttl=settings.finished_log_ttl,
+                max_generations_per_tenant=settings.max_generations_per_tenant,
+                max_subscribers_per_message=settings.max_subscribers_per_message,
             )
             stack.push_async_callback(engine.close)
             app.state.chatrelay = AppContext(
@@ -100,6 +103,7 @@ def create_app(settings: Settings) -> Starlette:
                 ),
                 models=ModelCatalog(upstream),
                 auth=Authenticator(settings.api_keys, settings.secret, settings.stream_token_ttl),
+                rate_limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
             )
             log.info("chatrelay ready (database: %s)", db.dialect)
             try:

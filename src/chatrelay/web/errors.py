@@ -18,6 +18,7 @@ from chatrelay.errors import (
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
+    TooManyRequests,
     Unauthorized,
     UnsupportedMediaType,
     UpstreamError,
@@ -54,6 +55,7 @@ _STATUS: dict[type[ChatRelayError], int] = {
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     ValidationFailed: 422,
+    TooManyRequests: 429,
     ServiceUnavailable: 503,
     UpstreamTimeout: 504,
     UpstreamError: 502,
@@ -69,6 +71,11 @@ def http_status(exc: ChatRelayError) -> int:
     return 500
 
 
+def retry_after_header(seconds: float) -> str:
+    """`Retry-After` as whole seconds, rounded up (waiting less would be refused again)."""
+    return str(max(1, math.ceil(seconds)))
+
+
 def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
@@ -76,7 +83,7 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 def error_response(exc: ChatRelayError) -> JSONResponse:
     headers = {}
     if exc.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        headers["Retry-After"] = retry_after_header(exc.retry_after)
     return JSONResponse(
         error_body(exc.code, exc.message), status_code=http_status(exc), headers=headers
     )
@@ -180,7 +187,7 @@ def openai_error(
     if chosen == 429 and retry_after is None:
         retry_after = _DEFAULT_RATE_LIMIT_WAIT
     if retry_after is not None and chosen in (429, 503):
-        extra["Retry-After"] = str(max(1, math.ceil(retry_after)))
+        extra["Retry-After"] = retry_after_header(retry_after)
     if chosen >= 500:
         log.warning("openai-compatible request failed: %d %s", chosen, code)
     return JSONResponse(

@@ -81,7 +81,7 @@ def _conversation_header(request: Request) -> str | None:
 @_openai_endpoint("POST")
 async def chat_completions(request: Request) -> Response:
     ctx = context(request)
-    tenant = ctx.auth.tenant(request)
+    tenant = ctx.tenant(request)
     body = await read_json_object(request, ctx.settings.max_body_bytes)
     completion = parse_completion_request(body)
     started = await ctx.completions.start(
@@ -114,7 +114,7 @@ async def chat_completions(request: Request) -> Response:
 @_openai_endpoint("GET")
 async def list_models(request: Request) -> Response:
     ctx = context(request)
-    ctx.auth.tenant(request)
+    ctx.tenant(request)
     return JSONResponse(await ctx.models.listing())
 
 
