@@ -11,7 +11,7 @@ import asyncio
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +42,7 @@ class SpyRepository(Repository):
         self.finalize_batches: list[list[str]] = []  # message ids per finalize call
         self.hold_finalize: asyncio.Event | None = None  # if set: wait for it, then write
         self.finalize_entered = asyncio.Event()
+        self.history_rows = 0  # messages `active_history` handed out (a turn's context reads)
 
     async def finalize(self, *messages: Message) -> None:
         self.calls["finalize"] += 1
@@ -54,6 +55,15 @@ class SpyRepository(Repository):
     async def get_message(self, tenant: str, message_id: str) -> Message:
         self.calls["get_message"] += 1
         return await super().get_message(tenant, message_id)
+
+    async def active_history(
+        self, conversation_id: str, *, before_seq: int, page_size: int = 50
+    ) -> AsyncIterator[list[Message]]:
+        async for page in super().active_history(
+            conversation_id, before_seq=before_seq, page_size=page_size
+        ):
+            self.history_rows += len(page)
+            yield page
 
 
 async def until(predicate: Callable[[], bool], *, within: float = 5.0, what: str = "") -> None:
