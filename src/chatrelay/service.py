@@ -14,10 +14,7 @@ from chatrelay.errors import Conflict
 from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.leases import Lease
 from chatrelay.models import Conversation, Message, Status
-from chatrelay.storage.repository import Repository
-
-# Messages per read of a turn's history; most turns' context fits in the first page.
-HISTORY_PAGE = 50
+from chatrelay.storage.repository import HistoryOffer, Repository
 
 
 @dataclass(frozen=True)
@@ -191,6 +188,12 @@ class ChatService:
         def choose_model(conversation: Conversation) -> str:
             return options.model or conversation.model or self.default_model
 
+        selections: list[ContextSelection] = []
+
+        def select_history(conversation: Conversation) -> HistoryOffer:
+            selections.append(ContextSelection(conversation, self.context_tokens))
+            return selections[-1].offer
+
         turn = await self.repo.add_turn(
             tenant=tenant,
             conversation_id=conversation_id,
@@ -198,18 +201,12 @@ class ChatService:
             choose_model=choose_model,
             params=params,
             supersede_from=supersede_from,
+            history=select_history,
         )
         user, assistant = turn.user, turn.assistant
         if supersede_from is not None:
             self.registry.supersede(conversation_id, supersede_from)
-        context = ContextSelection(turn.conversation, self.context_tokens)
-        if user is None or context.offer(user):
-            async for page in self.repo.active_history(
-                conversation_id, before_seq=turn.first_seq, page_size=HISTORY_PAGE
-            ):
-                if not all(context.offer(m) for m in page):
-                    break
-        body = context.upstream_body(assistant.model or "", params)
+        body = selections[-1].upstream_body(assistant.model or "", params)
         self.registry.launch(
             assistant, body, cancel_on_disconnect=options.cancel_on_disconnect, slot=slot
         )

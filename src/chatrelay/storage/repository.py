@@ -6,7 +6,7 @@ simply not found.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ from chatrelay.errors import NotFound
 from chatrelay.ids import new_id
 from chatrelay.json_values import dumps_compact, loads_lenient
 from chatrelay.models import Conversation, Message, PieceKind, Status, scrub_nul
-from chatrelay.storage.database import Database, Row
+from chatrelay.storage.database import Database, Row, Unit
 
 _MESSAGE_COLUMNS = (
     "id, conversation_id, tenant, seq, role, content, status, finish_reason, model, usage, "
@@ -136,16 +136,19 @@ def message_from_record(record: dict[str, Any]) -> Message:
     return _message(record)
 
 
+# Offered a turn's history newest first (the user message of the turn included); returns
+# False once it wants no older message. Built from the conversation read in the same
+# transaction (its system prompt counts against the budget).
+HistoryOffer = Callable[[Message], bool]
+
+HISTORY_PAGE = 50  # messages per read of a turn's history
+
+
 @dataclass(frozen=True)
 class Turn:
-    """A stored turn, with the conversation it belongs to.
-
-    Its context is every active message with a `seq` below `first_seq` (read with
-    `active_history`, newest first, only as far as the budget needs).
-    """
+    """A stored turn, with the conversation it belongs to."""
 
     conversation: Conversation
-    first_seq: int  # the seq of the turn's first new message
     user: Message | None
     assistant: Message
 
@@ -256,12 +259,14 @@ class Repository:
         choose_model: Callable[[Conversation], str],
         params: dict[str, Any],
         supersede_from: int | None = None,
+        history: Callable[[Conversation], HistoryOffer] | None = None,
     ) -> Turn:
         """Store the next turn: a user message (unless regenerating) and a `streaming` reply.
 
-        One transaction does it all and returns what generation needs (the conversation;
-        the history before the turn is read afterwards, as far as the context budget needs,
-        with `active_history`). Sequence numbers come from an atomic
+        One transaction does it all, and reads what generation needs: the conversation,
+        and the active history up to the reply, newest first and page by page, offered to
+        `history(conversation)` until it wants no more (the context budget is full), so a
+        long conversation is not read whole. Sequence numbers come from an atomic
         increment on the conversation row, so two concurrent posts never collide, on
         SQLite or PostgreSQL. With `supersede_from`, every active message from that
         position on leaves the context (edit/regenerate). `choose_model` names the reply's
@@ -323,31 +328,25 @@ class Repository:
                 _INSERT_MESSAGE,
                 [_message_values(m, now) for m in (user, assistant) if m is not None],
             )
-        return Turn(conversation, last - count + 1, user, assistant)
+            if history is not None:
+                offer = history(conversation)
+                before = assistant.seq  # the turn's own user message is the newest offered
+                while True:
+                    page = await self._history_page(unit, conversation_id, before)
+                    if not all(offer(m) for m in page) or len(page) < HISTORY_PAGE:
+                        break
+                    before = page[-1].seq
+        return Turn(conversation, user, assistant)
 
-    async def active_history(
-        self, conversation_id: str, *, before_seq: int, page_size: int = 50
-    ) -> AsyncIterator[list[Message]]:
-        """Active (not superseded) messages before `before_seq`, newest first, in pages.
-
-        The context of a turn reads only as many pages as its token budget needs, so a
-        turn in a long conversation costs about what one in a short conversation does.
-        Each page is one indexed range read on `(conversation_id, seq)`.
-        """
-        while True:
-            async with self.db.unit() as unit:
-                rows = await unit.fetch_all(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :id "
-                    "AND seq < :before AND superseded_by IS NULL ORDER BY seq DESC LIMIT :limit",
-                    {"id": conversation_id, "before": before_seq, "limit": page_size},
-                )
-            if not rows:
-                return
-            page = [_message(r) for r in rows]
-            yield page
-            if len(rows) < page_size:
-                return
-            before_seq = page[-1].seq
+    async def _history_page(self, unit: Unit, conversation_id: str, before: int) -> list[Message]:
+        """Up to `HISTORY_PAGE` active messages before `before`, newest first: one indexed
+        range read on `(conversation_id, seq)`."""
+        rows = await unit.fetch_all(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :id "
+            "AND seq < :before AND superseded_by IS NULL ORDER BY seq DESC LIMIT :limit",
+            {"id": conversation_id, "before": before, "limit": HISTORY_PAGE},
+        )
+        return [_message(r) for r in rows]
 
     async def messages_page(
         self, conversation_id: str, *, after_seq: int | None, limit: int

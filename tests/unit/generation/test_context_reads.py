@@ -12,7 +12,8 @@ import pytest
 from chatrelay.clock import now_iso
 from chatrelay.ids import new_id
 from chatrelay.models import Message, Status
-from chatrelay.service import HISTORY_PAGE, ChatService, TurnOptions, build_upstream_body
+from chatrelay.service import ChatService, TurnOptions, build_upstream_body
+from chatrelay.storage.repository import HISTORY_PAGE
 from tests.unit.generation.harness import TENANT, Harness
 
 LONG = 2000  # messages already in the conversation
@@ -62,7 +63,8 @@ async def test_a_turn_reads_only_the_history_its_budget_needs(
     assert body == await _expected_body(harness, cid, budget, "m")
     kept = len(body["messages"]) - 2  # without the system prompt and the question
     assert kept < LONG, "the budget must have dropped old messages"
-    assert harness.repo.history_rows <= kept + HISTORY_PAGE, (
+    # What it keeps, the question, the first message that did not fit: rounded up to a page.
+    assert kept + 1 <= harness.repo.history_rows <= kept + 1 + HISTORY_PAGE, (
         f"read {harness.repo.history_rows} history messages to keep {kept}"
     )
 
@@ -73,7 +75,7 @@ async def test_without_a_budget_the_whole_history_is_read(harness: Harness) -> N
     harness.repo.history_rows = 0
     posted = await chat.post_message(TENANT, cid, content="q", options=TurnOptions())
     await harness.finished(harness.registry.local(TENANT, posted.assistant.id))  # type: ignore[arg-type]
-    assert harness.repo.history_rows == 120
+    assert harness.repo.history_rows == 121, "all 120, and the question"
     assert harness.upstream.bodies[-1] == await _expected_body(harness, cid, 0, "m")
 
 
@@ -92,4 +94,5 @@ async def test_regenerate_in_a_long_conversation_reads_one_page(harness: Harness
     assert body["messages"][-1] == {"role": "user", "content": "q1"}
     assert all(m["content"] != "" for m in body["messages"])
     assert body == await _expected_body(harness, cid, 300, "m")
-    assert harness.repo.history_rows <= HISTORY_PAGE
+    kept = len(body["messages"]) - 1  # without the system prompt
+    assert kept < 100 and harness.repo.history_rows <= kept + HISTORY_PAGE
