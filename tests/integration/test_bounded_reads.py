@@ -23,6 +23,7 @@ RELAY_ENV = {
     "CHATRELAY_MAX_PARAMS_BYTES": "100",
     "CHATRELAY_MAX_PAGE_BYTES": str(PAGE_BYTES),
     "CHATRELAY_MAX_CONVERSATION_MESSAGES": "5",
+    "CHATRELAY_CONTEXT_TOKENS": "500",
 }
 
 
@@ -236,3 +237,29 @@ async def test_a_message_larger_than_a_page_still_pages(relay: Relay, size: int)
         read = (await client.get(f"/v1/conversations/{cid}")).json()
         assert read["messages_truncated"] is True, "the read stops at the byte bound too"
         assert [m["content"] for m in read["messages"]] == ["second", "b"]
+
+
+async def test_a_turn_in_a_long_conversation_sends_only_its_budget(relay: Relay) -> None:
+    """2,000 recorded messages, then a native turn: the upstream gets the newest messages
+    that fit 500 estimated tokens, in order, ending with the question (the rows read for it
+    are counted in tests/unit/generation/test_context_reads.py)."""
+    history = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"h{i:04d} " + "w" * 30}
+        for i in range(1999)
+    ]
+    relay.upstream.set_default(Reply(tokens=["ok"]))
+    async with relay.client() as client:
+        completion = await client.post(
+            "/v1/chat/completions", json={"model": "m", "messages": history}
+        )
+        assert completion.status_code == 200, completion.text
+        cid = completion.headers["x-chatrelay-conversation-id"]
+        before = len(relay.upstream.requests)
+        posted = await post_accepted(client, cid, "the question")
+        await wait_final(client, posted["assistant_message"]["id"])
+        sent = relay.upstream.requests[before].body["messages"]
+    assert sent[-1] == {"role": "user", "content": "the question"}
+    assert sent[-2] == {"role": "assistant", "content": "ok"}
+    assert 10 < len(sent) < 60, len(sent)
+    older = [m["content"][:5] for m in sent[:-2]]
+    assert older == [f"h{i:04d}" for i in range(1999 - len(older), 1999)], "newest, in order"
