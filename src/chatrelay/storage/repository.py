@@ -141,7 +141,11 @@ def message_from_record(record: dict[str, Any]) -> Message:
 # transaction (its system prompt counts against the budget).
 HistoryOffer = Callable[[Message], bool]
 
-HISTORY_PAGE = 50  # messages per read of a turn's history
+# Messages per read of a turn's history: the first page is small (most contexts fit in
+# it), and each further one twice the last, up to a cap, so a large budget needs few reads
+# and a small one reads at most about twice what it keeps.
+HISTORY_PAGE = 50
+HISTORY_PAGE_MAX = 1000
 
 
 @dataclass(frozen=True)
@@ -331,20 +335,24 @@ class Repository:
             if history is not None:
                 offer = history(conversation)
                 before = assistant.seq  # the turn's own user message is the newest offered
+                size = HISTORY_PAGE
                 while True:
-                    page = await self._history_page(unit, conversation_id, before)
-                    if not all(offer(m) for m in page) or len(page) < HISTORY_PAGE:
+                    page = await self._history_page(unit, conversation_id, before, size)
+                    if not all(offer(m) for m in page) or len(page) < size:
                         break
                     before = page[-1].seq
+                    size = min(size * 2, HISTORY_PAGE_MAX)
         return Turn(conversation, user, assistant)
 
-    async def _history_page(self, unit: Unit, conversation_id: str, before: int) -> list[Message]:
-        """Up to `HISTORY_PAGE` active messages before `before`, newest first: one indexed
-        range read on `(conversation_id, seq)`."""
+    async def _history_page(
+        self, unit: Unit, conversation_id: str, before: int, size: int
+    ) -> list[Message]:
+        """Up to `size` active messages before `before`, newest first: one indexed range
+        read on `(conversation_id, seq)`."""
         rows = await unit.fetch_all(
             f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :id "
             "AND seq < :before AND superseded_by IS NULL ORDER BY seq DESC LIMIT :limit",
-            {"id": conversation_id, "before": before, "limit": HISTORY_PAGE},
+            {"id": conversation_id, "before": before, "limit": size},
         )
         return [_message(r) for r in rows]
 

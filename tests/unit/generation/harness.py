@@ -56,8 +56,10 @@ class SpyRepository(Repository):
         self.calls["get_message"] += 1
         return await super().get_message(tenant, message_id)
 
-    async def _history_page(self, unit: Unit, conversation_id: str, before: int) -> list[Message]:
-        page = await super()._history_page(unit, conversation_id, before)
+    async def _history_page(
+        self, unit: Unit, conversation_id: str, before: int, size: int
+    ) -> list[Message]:
+        page = await super()._history_page(unit, conversation_id, before, size)
         self.history_rows += len(page)
         return page
 
