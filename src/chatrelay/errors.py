@@ -7,6 +7,7 @@ status that means is decided by the one table in `web.errors`, not here.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import ClassVar
 
 from chatrelay.models import ErrorPayload
@@ -100,6 +101,51 @@ class HeadersTooLarge(ChatRelayError):
     """A request head (request line and headers) larger than `CHATRELAY_MAX_HEADER_BYTES`."""
 
     code = "headers_too_large"
+
+
+class LimitKind(StrEnum):
+    """Which configured limit refused a request: the label a "rejected by limit" metric
+    counts under (`limit_kind`), one value per setting in docs/security.md."""
+
+    REQUEST_RATE = "request_rate"  # CHATRELAY_RATE_LIMIT_PER_MINUTE / _BURST
+    GENERATIONS = "generations"  # CHATRELAY_MAX_GENERATIONS_PER_TENANT
+    SUBSCRIBERS = "subscribers"  # CHATRELAY_MAX_SUBSCRIBERS_PER_MESSAGE
+    METADATA = "metadata"  # CHATRELAY_MAX_METADATA_BYTES / _DEPTH
+    TITLE = "title"  # CHATRELAY_MAX_TITLE_CHARS
+    PARAMS = "params"  # CHATRELAY_MAX_PARAMS_BYTES
+
+
+class TooManyRequests(ChatRelayError):
+    """A per-tenant quota or rate limit said no (429); `retry_after` is when to try again.
+
+    Raised before anything is stored, so a refused request leaves no trace.
+    """
+
+    code = "rate_limited"
+
+    def __init__(
+        self, message: str, *, limit: LimitKind, retry_after: float, code: str | None = None
+    ) -> None:
+        super().__init__(message, code=code, retry_after=retry_after)
+        self.limit = limit
+
+
+class FieldTooLarge(ValidationFailed):
+    """A field over its size cap (422 `too_large`, or `too_deep` for nesting)."""
+
+    code = "too_large"
+
+    def __init__(self, message: str, *, limit: LimitKind, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.limit = limit
+
+
+def limit_kind(exc: BaseException) -> LimitKind | None:
+    """The limit an error reports hitting, if any: the one hook a metric of rejected
+    requests needs (`chatrelay_…_rejected_total{limit=…}`)."""
+    if isinstance(exc, (TooManyRequests, FieldTooLarge)):
+        return exc.limit
+    return None
 
 
 class ServiceUnavailable(ChatRelayError):

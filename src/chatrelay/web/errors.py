@@ -22,6 +22,7 @@ from chatrelay.errors import (
     PayloadTooLarge,
     RequestTimeout,
     ServiceUnavailable,
+    TooManyRequests,
     Unauthorized,
     UnsupportedMediaType,
     UpstreamError,
@@ -68,6 +69,7 @@ _STATUS: dict[type[ChatRelayError], int] = {
     UriTooLong: 414,
     UnsupportedMediaType: 415,
     ValidationFailed: 422,
+    TooManyRequests: 429,
     HeadersTooLarge: 431,
     ServiceUnavailable: 503,
     UpstreamTimeout: 504,
@@ -84,6 +86,11 @@ def http_status(exc: ChatRelayError) -> int:
     return 500
 
 
+def retry_after_header(seconds: float) -> str:
+    """`Retry-After` as whole seconds, rounded up (waiting less would be refused again)."""
+    return str(max(1, math.ceil(seconds)))
+
+
 def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
@@ -92,7 +99,7 @@ def error_response(exc: ChatRelayError) -> JSONResponse:
     note_error(exc.code)  # for the request's log line and the rejected-requests metric
     headers = {}
     if exc.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        headers["Retry-After"] = retry_after_header(exc.retry_after)
     return JSONResponse(
         error_body(exc.code, exc.message), status_code=http_status(exc), headers=headers
     )
@@ -244,7 +251,7 @@ def openai_error(
     if chosen == 429 and retry_after is None:
         retry_after = _DEFAULT_RATE_LIMIT_WAIT
     if retry_after is not None and chosen in (429, 503):
-        extra["Retry-After"] = str(max(1, math.ceil(retry_after)))
+        extra["Retry-After"] = retry_after_header(retry_after)
     if chosen >= 500:
         log.warning("openai-compatible request failed: %d %s", chosen, code)
     return JSONResponse(

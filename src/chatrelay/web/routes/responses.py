@@ -104,7 +104,7 @@ def _stream(
 @openai_endpoint
 async def create_response(request: Request) -> Response:
     ctx = context(request)
-    tenant = ctx.auth.tenant(request)
+    tenant = ctx.tenant(request)
     body = await read_json_object(request, ctx.settings.max_body_bytes)
     parsed = parse_responses_request(body)
     assistant = await ctx.responses.create(tenant, parsed)
@@ -156,7 +156,7 @@ def _stream_flag(request: Request) -> bool:
 @openai_endpoint
 async def retrieve_response(request: Request) -> Response:
     ctx = context(request)
-    tenant = ctx.auth.tenant(request)
+    tenant = ctx.tenant(request)
     stream = _stream_flag(request)
     after = _starting_after(request)
     message = await ctx.responses.find(tenant, request.path_params["response_id"])
@@ -169,7 +169,7 @@ async def retrieve_response(request: Request) -> Response:
 @openai_endpoint
 async def cancel_response(request: Request) -> Response:
     ctx = context(request)
-    tenant = ctx.auth.tenant(request)
+    tenant = ctx.tenant(request)
     message = await ctx.responses.find(tenant, request.path_params["response_id"])
     try:
         final = await ctx.chat.cancel(tenant, message.id)
@@ -184,7 +184,7 @@ async def cancel_response(request: Request) -> Response:
 @openai_endpoint
 async def delete_response(request: Request) -> Response:
     ctx = context(request)
-    tenant = ctx.auth.tenant(request)
+    tenant = ctx.tenant(request)
     deleted = await ctx.responses.delete(tenant, request.path_params["response_id"])
     return JSONResponse({"id": deleted, "object": "response", "deleted": True})
 
