@@ -185,3 +185,47 @@ async def test_refused_requests_leave_the_process_healthy(stack: Stack) -> None:
         )
         assert again.status_code == 202
         await wait_final(client, again.json()["assistant_message"]["id"])
+
+
+async def test_the_responses_api_keeps_to_the_same_quotas(stack: Stack) -> None:
+    """`/v1/responses` starts generations and follows them like the other routes: the
+    generation cap refuses a create before anything is stored, a resumed stream is a
+    subscriber, and the rate limit covers it; every refusal in OpenAI's shape."""
+    service = stack.service(
+        CHATRELAY_MAX_GENERATIONS_PER_TENANT="1", CHATRELAY_MAX_SUBSCRIBERS_PER_MESSAGE="1"
+    )
+    stack.upstream.set_default(Reply(tokens=["slow "] * 60, delay=0.1))
+    async with stack.client(service) as client:
+        created = await client.post(
+            "/v1/responses", json={"model": "m", "input": "first", "background": True}
+        )
+        assert created.status_code == 200, created.text
+        response_id = created.json()["id"]
+        refused = await client.post(
+            "/v1/responses", json={"model": "m", "input": "second", "background": True}
+        )
+        assert_429(refused, "too_many_generations", openai=True)
+        listed = (await client.get("/v1/conversations?limit=100")).json()["data"]
+        assert len(listed) == 1, "the refused create stored no conversation"
+
+        path = f"/v1/responses/{response_id}?stream=true"
+        async with client.stream("GET", path) as held:
+            assert held.status_code == 200
+            assert_429(await client.get(path), "too_many_subscribers", openai=True)
+        cancelled = await client.post(f"/v1/responses/{response_id}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        # The slot is free again once the generation has ended.
+        again = await _until_ok(
+            lambda: client.post(
+                "/v1/responses", json={"model": "m", "input": "third", "background": True}
+            )
+        )
+        assert again.status_code == 200, again.text
+        await client.post(f"/v1/responses/{again.json()['id']}/cancel")
+
+    limited = stack.service(CHATRELAY_RATE_LIMIT_PER_MINUTE="1", CHATRELAY_RATE_LIMIT_BURST="1")
+    async with stack.client(limited) as client:
+        body = {"model": "m", "input": "hi", "background": True}
+        first = await client.post("/v1/responses", json=body)
+        assert first.status_code == 200, first.text
+        assert_429(await client.post("/v1/responses", json=body), "rate_limited", openai=True)

@@ -49,7 +49,7 @@ def encode_frame(event: LogEvent) -> str:
     return frame
 
 
-class _LeasedEventStream(EventSourceResponse):
+class LeasedEventStream(EventSourceResponse):
     """An event stream holding a subscriber `Lease` until the response has ended: also when
     the client leaves before the body starts, when the body generator never runs."""
 
@@ -105,4 +105,4 @@ def event_stream(
     }
     if lease is None:
         return EventSourceResponse(frames(), **options)
-    return _LeasedEventStream(frames(), lease=lease, **options)
+    return LeasedEventStream(frames(), lease=lease, **options)

@@ -11,6 +11,7 @@ Every error takes OpenAI's shape.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
@@ -22,6 +23,7 @@ from chatrelay.completions.request import InvalidRequest
 from chatrelay.errors import Conflict
 from chatrelay.generation.replay import events_from_message
 from chatrelay.generation.subscription import Batches
+from chatrelay.leases import Lease
 from chatrelay.models import Message, Status
 from chatrelay.responses.events import ResponseRenderer, stream_frame
 from chatrelay.responses.request import parse_responses_request
@@ -33,7 +35,7 @@ from chatrelay.web.routes.openai import (
     MESSAGE_HEADER,
     openai_endpoint,
 )
-from chatrelay.web.sse import SSE_HEADERS
+from chatrelay.web.sse import SSE_HEADERS, LeasedEventStream
 from chatrelay.web.validation import read_json_object
 
 
@@ -91,14 +93,24 @@ async def _frames(
 
 
 def _stream(
-    message: Message, held: list[LogEvent], batches: Batches, after: int = -1
+    message: Message,
+    held: list[LogEvent],
+    batches: Batches,
+    after: int = -1,
+    *,
+    lease: Lease | None = None,
 ) -> EventSourceResponse:
-    return EventSourceResponse(
-        _frames(ResponseRenderer(message), held, batches, after),
-        headers={**SSE_HEADERS, **_ids(message)},
-        ping=0,
-        sep="\n",
-    )
+    """The typed event stream; `lease` (a place under the subscriber cap) is released when
+    the response ends, however it ends."""
+    frames = _frames(ResponseRenderer(message), held, batches, after)
+    options: dict[str, Any] = {
+        "headers": {**SSE_HEADERS, **_ids(message)},
+        "ping": 0,
+        "sep": "\n",
+    }
+    if lease is None:
+        return EventSourceResponse(frames, **options)
+    return LeasedEventStream(frames, lease=lease, **options)
 
 
 @openai_endpoint
@@ -163,7 +175,9 @@ async def retrieve_response(request: Request) -> Response:
     if not stream:
         return JSONResponse(rendered(message), headers=_ids(message))
     batches = await ctx.responses.events(message, heartbeat=ctx.settings.ping_interval)
-    return _stream(message, [], batches, after)
+    # A follower of an existing response, counted like a native `/events` subscriber.
+    with ctx.subscriptions.admit(message.id) as lease:
+        return _stream(message, [], batches, after, lease=lease.keep())
 
 
 @openai_endpoint
