@@ -52,6 +52,12 @@ def test_limit_errors_name_their_limit() -> None:
     size = errors.FieldTooLarge("x", code="too_deep", limit=errors.LimitKind.METADATA)
     assert errors.limit_kind(size) is errors.LimitKind.METADATA
     assert errors.limit_kind(errors.ValidationFailed("x", code="too_long")) is None
+    # The HTTP limits name theirs by class, or (a timeout) by instance.
+    assert errors.limit_kind(errors.PayloadTooLarge("x")) is errors.LimitKind.BODY_SIZE
+    assert errors.limit_kind(errors.HeadersTooLarge("x")) is errors.LimitKind.HEADER_SIZE
+    assert errors.limit_kind(errors.RequestTimeout("x")) is errors.LimitKind.HEADER_TIMEOUT
+    body = errors.RequestTimeout("x", limit=errors.LimitKind.BODY_TIMEOUT)
+    assert errors.limit_kind(body) is errors.LimitKind.BODY_TIMEOUT
     assert errors.limit_kind(ValueError()) is None
 
 

@@ -25,7 +25,7 @@ def test_bucket_allows_a_burst_then_the_rate() -> None:
         limiter.charge("acme")
     with pytest.raises(TooManyRequests) as refused:
         limiter.charge("acme")
-    assert refused.value.limit is LimitKind.REQUEST_RATE
+    assert refused.value.refused_by is LimitKind.REQUEST_RATE
     assert refused.value.code == "rate_limited"
     assert refused.value.retry_after == pytest.approx(1.0)
     limiter.charge("globex")  # a bucket per tenant

@@ -17,6 +17,7 @@ from chatrelay.errors import (
     ChatRelayError,
     Conflict,
     HeadersTooLarge,
+    LimitKind,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -96,7 +97,7 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 
 
 def error_response(exc: ChatRelayError) -> JSONResponse:
-    note_error(exc.code)  # for the request's log line and the rejected-requests metric
+    note_error(exc.code, exc.refused_by)  # for the request's log line and the metrics
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = retry_after_header(exc.retry_after)
@@ -242,11 +243,15 @@ def openai_error(
     param: str | None = None,
     retry_after: float | None = None,
     headers: dict[str, str] | None = None,
+    limit: LimitKind | None = None,
 ) -> JSONResponse:
     """`{"error": {"message", "type", "code", "param"}}` with the status OpenAI SDKs map to
-    their error classes; `status` is the fallback for codes without an OpenAI-specific one."""
+    their error classes; `status` is the fallback for codes without an OpenAI-specific one.
+    `limit` is the quota that refused the request; a 429 without one is the upstream's."""
     chosen = _openai_status(code, status)
-    note_error(code)
+    if chosen == 429 and limit is None:
+        limit = LimitKind.UPSTREAM
+    note_error(code, limit)
     extra = dict(headers or {})
     if chosen == 429 and retry_after is None:
         retry_after = _DEFAULT_RATE_LIMIT_WAIT
@@ -270,6 +275,7 @@ def openai_error_response(
         param=param,
         retry_after=exc.retry_after,
         headers=headers,
+        limit=exc.refused_by,
     )
 
 

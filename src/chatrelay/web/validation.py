@@ -124,10 +124,12 @@ def optional_model(body: dict[str, Any]) -> str | None:
     return model
 
 
-def required_text(body: dict[str, Any], name: str, *, max_len: int) -> str:
+def required_text(
+    body: dict[str, Any], name: str, *, max_len: int, limit: LimitKind | None = None
+) -> str:
     if name not in body:
         raise ValidationFailed(f"'{name}' is required", code="missing_field")
-    value = optional_str(body, name, max_len=max_len)
+    value = optional_str(body, name, max_len=max_len, limit=limit)
     if value is None or not value.strip():
         raise ValidationFailed(f"'{name}' must not be empty", code="empty_content")
     return value

@@ -54,7 +54,12 @@ async def create_conversation(request: Request) -> Response:
         title=optional_str(
             body, "title", max_len=ctx.settings.max_title_chars, limit=LimitKind.TITLE
         ),
-        system_prompt=optional_str(body, "system_prompt", max_len=ctx.settings.max_content_chars),
+        system_prompt=optional_str(
+            body,
+            "system_prompt",
+            max_len=ctx.settings.max_content_chars,
+            limit=LimitKind.CONTENT,
+        ),
         model=optional_model(body),
         metadata=metadata_object(
             body,
@@ -144,7 +149,9 @@ async def post_message(request: Request) -> Response:
     cid = _conversation_id(request)
     body = await read_json_object(request, ctx.settings.max_body_bytes)
     reject_unknown(body, _MESSAGE_FIELDS)
-    content = required_text(body, "content", max_len=ctx.settings.max_content_chars)
+    content = required_text(
+        body, "content", max_len=ctx.settings.max_content_chars, limit=LimitKind.CONTENT
+    )
     posted = await ctx.chat.post_message(
         tenant,
         cid,

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chatrelay.errors import NotFound
+from chatrelay.errors import LimitKind, NotFound
 from chatrelay.generation.peers import Watcher
 from chatrelay.ids import looks_like_id
 from chatrelay.service import PostedMessage
@@ -141,7 +141,9 @@ async def edit_message(request: Request) -> Response:
     tenant = ctx.tenant(request)
     body = await read_json_object(request, ctx.settings.max_body_bytes)
     reject_unknown(body, ("content", *TURN_FIELDS))
-    content = required_text(body, "content", max_len=ctx.settings.max_content_chars)
+    content = required_text(
+        body, "content", max_len=ctx.settings.max_content_chars, limit=LimitKind.CONTENT
+    )
     posted = await ctx.chat.edit(
         tenant,
         _message_id(request),
