@@ -14,8 +14,8 @@ from typing import Any
 from chatrelay.errors import Conflict
 from chatrelay.generation.peers import Peers
 from chatrelay.generation.registry import GenerationRegistry
-from chatrelay.leases import Lease
 from chatrelay.models import Conversation, Message, Status
+from chatrelay.slots import Slot
 from chatrelay.storage.repository import HistoryOffer, Repository
 
 
@@ -192,7 +192,7 @@ class ChatService:
         user_content: str | None,
         options: TurnOptions,
         supersede_from: int | None,
-        slot: Lease,
+        slot: Slot,
     ) -> PostedMessage:
         params = options.params or {}
 

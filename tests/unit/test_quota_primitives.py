@@ -1,13 +1,13 @@
 """The two quota primitives on their own: the per-tenant token bucket (with a fake clock)
-and the per-key concurrency cap with its leases."""
+and the per-key concurrency cap with its slots."""
 
 from __future__ import annotations
 
 import pytest
 
 from chatrelay.errors import LimitKind, TooManyRequests
-from chatrelay.leases import KeyedLimit
 from chatrelay.rate_limit import RateLimiter
+from chatrelay.slots import KeyedLimit
 
 
 class Clock:
@@ -64,8 +64,8 @@ def test_keyed_limit_counts_leases_and_releases_once() -> None:
     first.release()  # idempotent: never frees someone else's place
     assert limit.count("m1") == 1
     third = limit.acquire("m1")
-    for lease in (second, third, other):
-        lease.release()
+    for slot in (second, third, other):
+        slot.release()
     assert limit.count("m1") == 0 and limit._held == {}, "no keys left behind"
 
 
@@ -74,20 +74,20 @@ def test_lease_in_a_with_block_is_released_unless_kept() -> None:
     with limit.acquire("t"):
         pass
     assert limit.count("t") == 0
-    with pytest.raises(RuntimeError), limit.acquire("t") as lease:
-        lease.keep()
+    with pytest.raises(RuntimeError), limit.acquire("t") as slot:
+        slot.keep()
         raise RuntimeError("storing the turn failed")
     assert limit.count("t") == 0, "a failure before the hand-over releases"
-    with limit.acquire("t") as lease:
-        lease.keep()
-    assert limit.count("t") == 1 and lease.held
-    lease.release()
+    with limit.acquire("t") as slot:
+        slot.keep()
+    assert limit.count("t") == 1 and slot.held
+    slot.release()
     assert limit.count("t") == 0
 
 
 def test_zero_is_no_cap() -> None:
     limit = KeyedLimit(0, _refuse)
-    leases = [limit.acquire("t") for _ in range(100)]
+    slots = [limit.acquire("t") for _ in range(100)]
     assert limit.count("t") == 100
-    for lease in leases:
-        lease.release()
+    for slot in slots:
+        slot.release()

@@ -18,8 +18,8 @@ from chatrelay.completions.request import CompletionRequest, content_text
 from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.generation.subscription import Subscriptions
 from chatrelay.ids import new_id
-from chatrelay.leases import Lease
 from chatrelay.models import Message, Status
+from chatrelay.slots import Slot
 from chatrelay.storage.repository import Repository
 
 # The fields of an OpenAI message kept in columns; every other field is kept in `params`.
@@ -137,7 +137,7 @@ class ChatCompletions:
         tenant: str,
         request: CompletionRequest,
         conversation_id: str | None,
-        slot: Lease,
+        slot: Slot,
     ) -> StartedCompletion:
         now = now_iso()
         if conversation_id is None:

@@ -16,9 +16,9 @@ from chatrelay.broker.base import Broker
 from chatrelay.errors import Conflict, LimitKind, ShuttingDown, TooManyRequests
 from chatrelay.generation.persistence import Persistence
 from chatrelay.generation.runner import ChatUpstream, Generation, StopReason
-from chatrelay.leases import KeyedLimit, Lease
 from chatrelay.models import Message, Status
 from chatrelay.observe import NULL_OBSERVER, Observer
+from chatrelay.slots import KeyedLimit, Slot
 
 log = logging.getLogger("chatrelay.generation")
 
@@ -74,7 +74,7 @@ class GenerationRegistry:
         if self._draining:
             raise ShuttingDown("the service is shutting down; try again shortly")
 
-    def reserve(self, tenant: str) -> Lease:
+    def reserve(self, tenant: str) -> Slot:
         """A generation slot of `tenant`, taken before its turn is stored (429
         `too_many_generations` when all are in use). `launch(..., slot=)` keeps it until
         the generation has recorded its end; a slot not launched is released by `with`."""
@@ -121,7 +121,7 @@ class GenerationRegistry:
         body: dict[str, Any],
         *,
         cancel_on_disconnect: bool = False,
-        slot: Lease | None = None,
+        slot: Slot | None = None,
     ) -> Generation:
         """Start generating `message`; `slot` (from `reserve`) is released when it ends."""
         if slot is None:

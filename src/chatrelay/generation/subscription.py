@@ -20,7 +20,7 @@ from chatrelay.broker.event import LogEvent
 from chatrelay.errors import BadRequest, LimitKind, StorageError, TooManyRequests
 from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.generation.replay import events_from_message, was_recovered
-from chatrelay.leases import KeyedLimit, Lease
+from chatrelay.slots import KeyedLimit, Slot
 from chatrelay.storage.repository import Repository
 
 log = logging.getLogger("chatrelay.generation")
@@ -57,7 +57,7 @@ class Subscriptions:
         self._poll_interval = poll_interval
         self._open = KeyedLimit(max_per_message, _too_many_subscribers)
 
-    def admit(self, message_id: str) -> Lease:
+    def admit(self, message_id: str) -> Slot:
         """A place among the message's open streams in this process (429
         `too_many_subscribers` when full), held until the stream's response has ended.
 

@@ -22,11 +22,11 @@ from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.generation.runner import StopReason
 from chatrelay.generation.subscription import Batches, Subscriptions
 from chatrelay.ids import new_id
-from chatrelay.leases import Lease
 from chatrelay.models import Message, Status
 from chatrelay.responses import objects
 from chatrelay.responses.request import ResponsesRequest
 from chatrelay.service import context_entry
+from chatrelay.slots import Slot
 from chatrelay.storage.repository import Repository, Running
 
 
@@ -59,7 +59,7 @@ class Responses:
             return await self._record_and_launch(tenant, request, slot)
 
     async def _record_and_launch(
-        self, tenant: str, request: ResponsesRequest, slot: Lease
+        self, tenant: str, request: ResponsesRequest, slot: Slot
     ) -> Message:
         now = now_iso()
         history: list[dict[str, Any]] = []

@@ -20,7 +20,7 @@ from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
 from chatrelay.broker.event import EventKind, LogEvent
-from chatrelay.leases import Lease
+from chatrelay.slots import Slot
 from chatrelay.sse.framing import PING_FRAME, event_frame, retry_field
 
 RETRY_MS = 2000
@@ -49,19 +49,19 @@ def encode_frame(event: LogEvent) -> str:
     return frame
 
 
-class LeasedEventStream(EventSourceResponse):
-    """An event stream holding a subscriber `Lease` until the response has ended: also when
+class SlottedEventStream(EventSourceResponse):
+    """An event stream holding a subscriber `Slot` until the response has ended: also when
     the client leaves before the body starts, when the body generator never runs."""
 
-    def __init__(self, *args: Any, lease: Lease, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, slot: Slot, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._lease = lease
+        self._slot = slot
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self._lease.release()
+            self._slot.release()
 
 
 def event_stream(
@@ -71,12 +71,12 @@ def event_stream(
     on_close: Callable[[bool], None] | None = None,
     headers: dict[str, str] | None = None,
     status_code: int = 200,
-    lease: Lease | None = None,
+    slot: Slot | None = None,
 ) -> EventSourceResponse:
     """Every event with its cursor as `id`, `retry:` in the first one; `: ping` when quiet.
 
     `on_open` runs when the stream starts; `on_close(finished)` when it ends, with
-    `finished` False if the client left before the terminal event. `lease` (a place under
+    `finished` False if the client left before the terminal event. `slot` (a place under
     the subscriber cap) is released when the response ends, however it ends.
     """
 
@@ -103,6 +103,6 @@ def event_stream(
         "ping": 0,
         "sep": "\n",
     }
-    if lease is None:
+    if slot is None:
         return EventSourceResponse(frames(), **options)
-    return LeasedEventStream(frames(), lease=lease, **options)
+    return SlottedEventStream(frames(), slot=slot, **options)

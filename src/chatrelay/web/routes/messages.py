@@ -53,19 +53,19 @@ async def message_stream(
         return Response(status_code=204)  # resumed from the terminal event: nothing left
     # Only now, with the tenant's access to the message checked: another tenant learns
     # nothing from a 429 about a message id that is not theirs.
-    with ctx.subscriptions.admit(message_id) as lease:
+    with ctx.subscriptions.admit(message_id) as slot:
         watched: Watcher | None = ctx.registry.watch(message_id)
         if watched is None:  # generated on another instance: counted there
             watched = await ctx.engine.peers.watch(tenant, message_id)
-        lease.keep()  # the response releases it when it ends, however it ends
+        slot.keep()  # the response releases it when it ends, however it ends
         if watched is None:
-            return event_stream(batches, headers=headers, lease=lease)
+            return event_stream(batches, headers=headers, slot=slot)
         return event_stream(
             batches,
             on_open=watched.watcher_joined,
             on_close=watched.watcher_left,
             headers=headers,
-            lease=lease,
+            slot=slot,
         )
 
 

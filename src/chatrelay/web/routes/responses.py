@@ -23,10 +23,10 @@ from chatrelay.completions.request import InvalidRequest
 from chatrelay.errors import Conflict
 from chatrelay.generation.replay import events_from_message
 from chatrelay.generation.subscription import Batches
-from chatrelay.leases import Lease
 from chatrelay.models import Message, Status
 from chatrelay.responses.events import ResponseRenderer, stream_frame
 from chatrelay.responses.request import parse_responses_request
+from chatrelay.slots import Slot
 from chatrelay.sse.framing import PING_FRAME
 from chatrelay.web.context import context
 from chatrelay.web.errors import openai_recorded_error
@@ -35,7 +35,7 @@ from chatrelay.web.routes.openai import (
     MESSAGE_HEADER,
     openai_endpoint,
 )
-from chatrelay.web.sse import SSE_HEADERS, LeasedEventStream
+from chatrelay.web.sse import SSE_HEADERS, SlottedEventStream
 from chatrelay.web.validation import read_json_object
 
 
@@ -98,9 +98,9 @@ def _stream(
     batches: Batches,
     after: int = -1,
     *,
-    lease: Lease | None = None,
+    slot: Slot | None = None,
 ) -> EventSourceResponse:
-    """The typed event stream; `lease` (a place under the subscriber cap) is released when
+    """The typed event stream; `slot` (a place under the subscriber cap) is released when
     the response ends, however it ends."""
     frames = _frames(ResponseRenderer(message), held, batches, after)
     options: dict[str, Any] = {
@@ -108,9 +108,9 @@ def _stream(
         "ping": 0,
         "sep": "\n",
     }
-    if lease is None:
+    if slot is None:
         return EventSourceResponse(frames, **options)
-    return LeasedEventStream(frames, lease=lease, **options)
+    return SlottedEventStream(frames, slot=slot, **options)
 
 
 @openai_endpoint
@@ -176,8 +176,8 @@ async def retrieve_response(request: Request) -> Response:
         return JSONResponse(rendered(message), headers=_ids(message))
     batches = await ctx.responses.events(message, heartbeat=ctx.settings.ping_interval)
     # A follower of an existing response, counted like a native `/events` subscriber.
-    with ctx.subscriptions.admit(message.id) as lease:
-        return _stream(message, [], batches, after, lease=lease.keep())
+    with ctx.subscriptions.admit(message.id) as slot:
+        return _stream(message, [], batches, after, slot=slot.keep())
 
 
 @openai_endpoint

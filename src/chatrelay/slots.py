@@ -1,7 +1,7 @@
 """Concurrency caps per key: at most N holders at once (a tenant's generations, a message's
 subscribers), counted in this process.
 
-A `Lease` is taken before the work it guards starts and released exactly once when that work
+A `Slot` is taken before the work it guards starts and released exactly once when that work
 ends, whichever way it ends; a refused `acquire` raises the caller's 429 and changes nothing.
 """
 
@@ -13,7 +13,7 @@ from types import TracebackType
 from chatrelay.errors import TooManyRequests
 
 
-class Lease:
+class Slot:
     """One holder's place under a `KeyedLimit`; `release()` may be called any number of times.
 
     As a context manager it releases on exit unless `keep()` handed it to something that
@@ -32,8 +32,8 @@ class Lease:
     def held(self) -> bool:
         return self._held
 
-    def keep(self) -> Lease:
-        """The lease outlives the `with` block; its new owner releases it."""
+    def keep(self) -> Slot:
+        """The slot outlives the `with` block; its new owner releases it."""
         self._kept = True
         return self
 
@@ -42,7 +42,7 @@ class Lease:
             self._held = False
             self._limit._release(self._key)
 
-    def __enter__(self) -> Lease:
+    def __enter__(self) -> Slot:
         return self
 
     def __exit__(
@@ -56,7 +56,7 @@ class Lease:
 
 
 class KeyedLimit:
-    """At most `limit` leases per key at once; `limit` 0 means no cap (still counted)."""
+    """At most `limit` slots per key at once; `limit` 0 means no cap (still counted)."""
 
     def __init__(self, limit: int, refuse: Callable[[str, int], TooManyRequests]) -> None:
         self.limit = limit
@@ -66,13 +66,13 @@ class KeyedLimit:
     def count(self, key: str) -> int:
         return self._held.get(key, 0)
 
-    def acquire(self, key: str) -> Lease:
-        """A lease for `key`, or the `refuse` error when `limit` are already held."""
+    def acquire(self, key: str) -> Slot:
+        """A slot for `key`, or the `refuse` error when `limit` are already held."""
         held = self._held.get(key, 0)
         if self.limit and held >= self.limit:
             raise self._refuse(key, self.limit)
         self._held[key] = held + 1
-        return Lease(self, key)
+        return Slot(self, key)
 
     def _release(self, key: str) -> None:
         held = self._held.get(key, 0) - 1
