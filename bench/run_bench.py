@@ -39,7 +39,7 @@ DEFAULT_BENCH = REPO.parent / "shared" / "bench"
 DEFAULT_RESULTS = REPO / "bench-results"
 KNOWN_PEERS = ("direct", "nginx", "naive", "litellm", "project", "project-native")
 PROJECT_PEERS = ("project-native", "project")
-KNOWN_SCENARIOS = ("latency", "throughput", "concurrency", "concurrency5k")
+KNOWN_SCENARIOS = ("latency", "throughput", "concurrency", "concurrency5k", "concurrency10k")
 DEFAULT_PEERS = "project-native,project,nginx,naive"
 DEFAULT_SCENARIOS = "latency,throughput,concurrency"
 APT_CMD = "apt-get update && apt-get install -y golang-go nginx-light"
@@ -168,21 +168,40 @@ def snapshot(ref: str, results: Path) -> Path:
     return folder / "src"
 
 
-def project_env(key: str, src: Path | None) -> dict[str, str]:
+def project_env(
+    key: str,
+    src: Path | None,
+    *,
+    workers: int = 1,
+    redis_url: str | None = None,
+    cpus: str | None = None,
+) -> dict[str, str]:
     """PROJECT_CMD and friends: chatrelay from this checkout, a fresh SQLite file per run.
 
     With `src`, the venv runs that copy of the package instead (PYTHONPATH comes before
-    the editable install's path).
+    the editable install's path). `workers` > 1 runs `serve --workers N` on `redis_url`
+    (a fresh key prefix per run); `cpus` widens the CPU affinity the harness pins the
+    relay to (one core) with `taskset -c`, e.g. `0,1` to give N workers two cores.
     """
     chatrelay = shlex.quote(str(REPO / ".venv" / "bin" / "chatrelay"))
     pythonpath = f"PYTHONPATH={shlex.quote(str(src))} " if src else ""
+    scale = ""
+    if workers > 1:
+        if not redis_url:
+            raise ValueError("--workers > 1 needs --redis-url (chatrelay requires REDIS_URL)")
+        scale = (
+            f"REDIS_URL={shlex.quote(redis_url)} "
+            "CHATRELAY_REDIS_PREFIX=bench-$(basename $BENCH_TMP): "
+        )
+    pin = f"taskset -c {shlex.quote(cpus)} " if cpus else ""
     cmd = (
-        f"{pythonpath}DATABASE_URL=sqlite:///$BENCH_TMP/bench.db "
+        f"{pythonpath}{scale}DATABASE_URL=sqlite:///$BENCH_TMP/bench.db "
         f"CHATRELAY_API_KEYS={BENCH_TENANT}:{key} "
         # One tenant drives thousands of streams: the per-tenant quotas would refuse them.
         "CHATRELAY_RATE_LIMIT_PER_MINUTE=0 CHATRELAY_MAX_GENERATIONS_PER_TENANT=0 "
         "CHATRELAY_MAX_SUBSCRIBERS_PER_MESSAGE=0 "
-        f"exec {chatrelay} serve --host $HOST --port $PORT --log-level warning"
+        f"exec {pin}{chatrelay} serve --host $HOST --port $PORT --log-level warning "
+        f"--workers {workers}"
     )
     return {
         "PROJECT_CMD": cmd,
@@ -401,6 +420,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="benchmark chatrelay as of this commit (git archive into the results folder) "
         "instead of the working tree, e.g. while others edit it",
     )
+    ap.add_argument(
+        "--workers", type=int, default=1, help="chatrelay's `serve --workers N` (default 1)"
+    )
+    ap.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="Redis for --workers > 1 (default $REDIS_URL or redis://127.0.0.1:6379/0)",
+    )
+    ap.add_argument(
+        "--cpus",
+        metavar="LIST",
+        help="CPU list for chatrelay (taskset -c), overriding the harness's one core; "
+        "e.g. 0,1 for --workers 2 on two cores",
+    )
     ap.add_argument("--setup", action="store_true", help="run the harness's `run.py setup` first")
     ap.add_argument("--check", action="store_true", help="check prerequisites and stop")
     ap.add_argument("--dry-run", action="store_true", help="print the harness command and stop")
@@ -437,6 +470,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.reps < 1:
         ap.error("--reps must be >= 1")
+    if args.workers < 1:
+        ap.error("--workers must be >= 1")
     return args
 
 
@@ -534,7 +569,16 @@ def main(argv: list[str] | None = None) -> int:
     summary = args.results_dir / f"summary-{stamp}.json"
     table = args.results_dir / f"table-{stamp}.md"
     src = snapshot(args.ref, args.results_dir) if args.ref else None
-    env = dict(os.environ, **project_env(secrets.token_hex(16), src))
+    env = dict(
+        os.environ,
+        **project_env(
+            secrets.token_hex(16),
+            src,
+            workers=args.workers,
+            redis_url=args.redis_url,
+            cpus=args.cpus,
+        ),
+    )
     argv_ = compare_argv(bench, args, jsonl, summary)
     if args.dry_run:
         for name in ("PROJECT_CMD", "PROJECT_CWD", "PROJECT_HEADERS"):

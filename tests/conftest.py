@@ -19,6 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
+from tests.fakes import secret_scan
 from tests.fakes.service import ServiceProcess
 from tests.fakes.upstream import FakeUpstream
 
@@ -233,3 +234,17 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
         upstream.stop()
         if pg is not None:
             pg.drop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when any chatrelay process logged a secret it was given
+    (`tests/fakes/secret_scan.py`)."""
+    problems = secret_scan.leaks()
+    if not problems:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("=", "secrets found in service logs", red=True)
+        for line in problems:
+            reporter.write_line(line)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.fakes import secret_scan
+
 _HOST_SETTINGS = frozenset(
     {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR"}
 )
@@ -50,6 +52,7 @@ class ServiceProcess:
             and k.upper() not in _HOST_SETTINGS
         }
         env.update(self.env)
+        secret_scan.register(self.log_path, self.env)
         self._log = open(self.log_path, "ab")  # noqa: SIM115  # closed in stop()
         self.proc = subprocess.Popen(
             [
