@@ -197,6 +197,9 @@ def project_env(
     cmd = (
         f"{pythonpath}{scale}DATABASE_URL=sqlite:///$BENCH_TMP/bench.db "
         f"CHATRELAY_API_KEYS={BENCH_TENANT}:{key} "
+        # One tenant drives thousands of streams: the per-tenant quotas would refuse them.
+        "CHATRELAY_RATE_LIMIT_PER_MINUTE=0 CHATRELAY_MAX_GENERATIONS_PER_TENANT=0 "
+        "CHATRELAY_MAX_SUBSCRIBERS_PER_MESSAGE=0 "
         f"exec {pin}{chatrelay} serve --host $HOST --port $PORT --log-level warning "
         f"--workers {workers}"
     )

@@ -162,6 +162,12 @@ def base_env(relay_db_url: str, upstream: FakeUpstream) -> dict[str, str]:
         "CHATRELAY_UPSTREAM_MAX_RETRIES": "1",
         "CHATRELAY_CHECKPOINT_INTERVAL": "0.2",
         "CHATRELAY_FINISHED_LOG_TTL": "1",
+        # A module shares one relay (and one tenant) across many tests, some leaving stalled
+        # generations behind: the per-tenant quotas are off here and tested on their own,
+        # with small values, in tests/integration/test_quotas.py.
+        "CHATRELAY_RATE_LIMIT_PER_MINUTE": "0",
+        "CHATRELAY_MAX_GENERATIONS_PER_TENANT": "0",
+        "CHATRELAY_MAX_SUBSCRIBERS_PER_MESSAGE": "0",
     }
 
 

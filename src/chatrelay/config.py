@@ -88,6 +88,18 @@ class Settings:
     keep_alive_timeout: int = 5
     write_timeout: float = 30.0
     max_connections: int = 4_096
+    # Per-tenant quotas (0 turns one off; docs/security.md, "Quotas and limits").
+    rate_limit_per_minute: int = 300
+    rate_limit_burst: int = 60
+    max_generations_per_tenant: int = 16
+    max_subscribers_per_message: int = 16
+    # Size caps on stored fields and on what one read returns (0: no cap where allowed).
+    max_title_chars: int = 1000
+    max_metadata_bytes: int = 16_384
+    max_metadata_depth: int = 8
+    max_params_bytes: int = 65_536
+    max_page_bytes: int = 1_048_576
+    max_conversation_messages: int = 100
 
     @property
     def use_mock_upstream(self) -> bool:
@@ -357,4 +369,14 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         keep_alive_timeout=_int(env, "CHATRELAY_KEEP_ALIVE_TIMEOUT", 5, minimum=1),
         write_timeout=_float(env, "CHATRELAY_WRITE_TIMEOUT", 30.0, minimum=0.1),
         max_connections=_int(env, "CHATRELAY_MAX_CONNECTIONS", 4_096, minimum=1),
+        rate_limit_per_minute=_int(env, "CHATRELAY_RATE_LIMIT_PER_MINUTE", 300),
+        rate_limit_burst=_int(env, "CHATRELAY_RATE_LIMIT_BURST", 60, minimum=1),
+        max_generations_per_tenant=_int(env, "CHATRELAY_MAX_GENERATIONS_PER_TENANT", 16),
+        max_subscribers_per_message=_int(env, "CHATRELAY_MAX_SUBSCRIBERS_PER_MESSAGE", 16),
+        max_title_chars=_int(env, "CHATRELAY_MAX_TITLE_CHARS", 1000, minimum=1),
+        max_metadata_bytes=_int(env, "CHATRELAY_MAX_METADATA_BYTES", 16_384),
+        max_metadata_depth=_int(env, "CHATRELAY_MAX_METADATA_DEPTH", 8),
+        max_params_bytes=_int(env, "CHATRELAY_MAX_PARAMS_BYTES", 65_536),
+        max_page_bytes=_int(env, "CHATRELAY_MAX_PAGE_BYTES", 1_048_576),
+        max_conversation_messages=_int(env, "CHATRELAY_MAX_CONVERSATION_MESSAGES", 100, minimum=1),
     )

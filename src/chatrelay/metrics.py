@@ -22,6 +22,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from chatrelay import __version__
+from chatrelay.errors import LimitKind
 from chatrelay.observe import GenerationOutcome, Observer, StorageOperation
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -53,6 +54,8 @@ REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 _CODE_SHAPE = re.compile(r"[a-z0-9_]{1,64}")
 NO_ERROR = "none"
+OTHER_LIMIT = "other"  # a refusal by status (408, 413, 414, 415, 429, 431) naming no limit
+_LIMITS = frozenset(LimitKind)
 
 
 def code_label(code: str | None) -> str:
@@ -98,8 +101,9 @@ class Metrics(Observer):
         )
         self.rejected_requests = Counter(
             "chatrelay_rejected_requests",
-            "Requests refused by a limit (408, 413, 414, 415, 429, 431), by error code.",
-            ["code"],
+            "Requests refused by a limit or quota, by error code and by the limit "
+            "(`limit`: request_rate, generations, subscribers, body_size, header_size, ...).",
+            ["code", "limit"],
             registry=registry,
         )
         # -- generations --------------------------------------------------------------------
@@ -201,8 +205,11 @@ class Metrics(Observer):
         if not streamed:
             self.http_request_duration.labels(route).observe(seconds)
 
-    def request_rejected(self, code: str) -> None:
-        self.rejected_requests.labels(code_label(code)).inc()
+    def request_rejected(self, code: str, limit: str | None = None) -> None:
+        """One refusal: by the app (`web/instrumentation.py`) or below it, by the HTTP
+        protocol (`web/http_protocol.py`); `limit` is an `errors.LimitKind` value."""
+        limit_value = limit if limit in _LIMITS else OTHER_LIMIT
+        self.rejected_requests.labels(code_label(code), limit_value).inc()
 
     def subscriber_opened(self) -> None:
         self.active_subscribers.inc()

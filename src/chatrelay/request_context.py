@@ -28,6 +28,7 @@ class RequestInfo:
     started: float  # time.monotonic() when the request arrived
     tenant: str | None = None
     error_code: str | None = None  # the code of the error response, if it was one
+    limit: str | None = None  # the limit that refused it, if one did (`errors.LimitKind`)
     first_token_at: float | None = None  # time.monotonic() of a started generation's first piece
 
 
@@ -66,7 +67,9 @@ def note_tenant(tenant: str) -> None:
         info.tenant = tenant
 
 
-def note_error(code: str) -> None:
+def note_error(code: str, limit: str | None = None) -> None:
+    """The error the request is answered with, and the limit behind it if there is one."""
     info = _current.get()
     if info is not None:
         info.error_code = code
+        info.limit = limit

@@ -15,7 +15,8 @@ from chatrelay.errors import Conflict
 from chatrelay.generation.peers import Peers
 from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.models import Conversation, Message, Status
-from chatrelay.storage.repository import Repository
+from chatrelay.slots import Slot
+from chatrelay.storage.repository import HistoryOffer, Repository
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,24 @@ class ChatService:
         return conversation
 
     async def conversation_with_messages(
-        self, tenant: str, conversation_id: str
-    ) -> tuple[Conversation, list[Message]]:
+        self, tenant: str, conversation_id: str, *, limit: int
+    ) -> tuple[Conversation, list[Message], bool]:
+        """The conversation and its newest `limit` messages in order; True when older ones
+        were left out (the whole history pages through `messages_page`)."""
         conversation = await self.repo.get_conversation(tenant, conversation_id)
-        messages = await self.repo.list_messages(conversation_id)
-        return conversation, [self.registry.live_view(m) for m in messages]
+        messages, truncated = await self.repo.latest_messages(conversation_id, limit=limit)
+        return conversation, [self.registry.live_view(m) for m in messages], truncated
+
+    async def messages_page(
+        self, tenant: str, conversation_id: str, *, after_seq: int | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        """Up to `limit` of the conversation's messages after `after_seq`, in order, and
+        whether more follow."""
+        await self.repo.get_conversation(tenant, conversation_id)  # the tenant's, or 404
+        messages, more = await self.repo.messages_page(
+            conversation_id, after_seq=after_seq, limit=limit
+        )
+        return [self.registry.live_view(m) for m in messages], more
 
     async def delete_conversation(self, tenant: str, conversation_id: str) -> None:
         running = await self.repo.delete_conversation(tenant, conversation_id)
@@ -165,13 +179,33 @@ class ChatService:
         *,
         supersede_from: int | None = None,
     ) -> PostedMessage:
-        self.registry.ensure_accepting()  # before anything is stored: a refusal leaves no trace
+        # Before anything is stored, so a refusal (draining, 429) leaves no trace.
+        with self.registry.reserve(tenant) as slot:
+            return await self._store_and_launch(
+                tenant, conversation_id, user_content, options, supersede_from, slot
+            )
+
+    async def _store_and_launch(
+        self,
+        tenant: str,
+        conversation_id: str,
+        user_content: str | None,
+        options: TurnOptions,
+        supersede_from: int | None,
+        slot: Slot,
+    ) -> PostedMessage:
         params = options.params or {}
 
         def choose_model(conversation: Conversation) -> str:
             model = options.model or conversation.model or self.default_model
             self.check_model(model)  # inside the transaction: a refusal stores nothing
             return model
+
+        selections: list[ContextSelection] = []
+
+        def select_history(conversation: Conversation) -> HistoryOffer:
+            selections.append(ContextSelection(conversation, self.context_tokens))
+            return selections[-1].offer
 
         turn = await self.repo.add_turn(
             tenant=tenant,
@@ -180,16 +214,16 @@ class ChatService:
             choose_model=choose_model,
             params=params,
             supersede_from=supersede_from,
+            history=select_history,
         )
         user, assistant = turn.user, turn.assistant
         if supersede_from is not None:
             self.registry.supersede(conversation_id, supersede_from)
             self.peers.supersede(turn.replaced_running)
-        history = turn.history + ([user] if user is not None else [])
-        body = build_upstream_body(
-            turn.conversation, history, assistant.model or "", params, self.context_tokens
+        body = selections[-1].upstream_body(assistant.model or "", params)
+        self.registry.launch(
+            assistant, body, cancel_on_disconnect=options.cancel_on_disconnect, slot=slot
         )
-        self.registry.launch(assistant, body, cancel_on_disconnect=options.cancel_on_disconnect)
         return PostedMessage(user=user, assistant=assistant)
 
 
@@ -222,6 +256,47 @@ def context_entry(message: Message) -> dict[str, Any] | None:
     return entry
 
 
+class ContextSelection:
+    """The upstream context, chosen from messages offered newest first.
+
+    The system prompt always goes, and so does the first message offered that has
+    something to send (the one being answered). Older ones are kept while their estimated
+    tokens fit `context_tokens` (0: no limit); whole messages only, and the first that does
+    not fit ends the selection. `offer` says when it has ended, so the caller reads no more
+    history than the budget can use.
+    """
+
+    def __init__(self, conversation: Conversation, context_tokens: int = 0) -> None:
+        self._system: list[dict[str, Any]] = []
+        self._budget = context_tokens if context_tokens > 0 else None
+        if conversation.system_prompt:
+            self._system.append({"role": "system", "content": conversation.system_prompt})
+            if self._budget is not None:
+                self._budget -= estimate_tokens(conversation.system_prompt)
+        self._kept: list[dict[str, Any]] = []  # newest first
+        self._full = False
+
+    def offer(self, message: Message) -> bool:
+        """Consider the next older message; False once nothing older can be kept."""
+        if self._full:
+            return False
+        entry = context_entry(message)
+        if entry is None:
+            return True
+        cost = estimate_tokens(str(entry["content"]))
+        if self._budget is not None and self._kept and cost > self._budget:
+            self._full = True
+            return False
+        self._kept.append(entry)
+        if self._budget is not None:
+            self._budget -= cost
+        return True
+
+    def upstream_body(self, model: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The chat completion request: `params`, the model, the selected messages in order."""
+        return {**params, "model": model, "messages": self._system + self._kept[::-1]}
+
+
 def build_upstream_body(
     conversation: Conversation,
     history: list[Message],
@@ -229,26 +304,10 @@ def build_upstream_body(
     params: dict[str, Any],
     context_tokens: int = 0,
 ) -> dict[str, Any]:
-    """The chat completion request: the system prompt, then the most recent turns that fit.
-
-    `history` ends with the message to answer, which is always sent. Older messages are
-    added newest first while their estimated tokens fit `context_tokens` (0: no limit);
-    whole messages only, and the kept ones stay in their original order.
-    """
-    system: list[dict[str, Any]] = []
-    budget = context_tokens if context_tokens > 0 else None
-    if conversation.system_prompt:
-        system.append({"role": "system", "content": conversation.system_prompt})
-        if budget is not None:
-            budget -= estimate_tokens(conversation.system_prompt)
-    entries = [e for e in (context_entry(m) for m in history) if e is not None]
-    kept: list[dict[str, Any]] = []
-    for index, entry in enumerate(reversed(entries)):
-        cost = estimate_tokens(str(entry["content"]))
-        if budget is not None and index > 0 and cost > budget:
+    """The chat completion request for `history`, which ends with the message to answer
+    (see `ContextSelection` for what is kept)."""
+    context = ContextSelection(conversation, context_tokens)
+    for message in reversed(history):
+        if not context.offer(message):
             break
-        kept.append(entry)
-        if budget is not None:
-            budget -= cost
-    kept.reverse()
-    return {**params, "model": model, "messages": system + kept}
+    return context.upstream_body(model, params)

@@ -7,7 +7,7 @@ import uuid
 
 import httpx
 
-from tests.conftest import Relay
+from tests.conftest import Relay, Stack
 from tests.fakes.upstream import Reply
 from tests.integration.helpers import new_conversation, post_accepted, post_streaming, wait_final
 from tests.integration.scrape import Scrape, scrape, scrape_until
@@ -180,7 +180,9 @@ async def test_route_labels_are_templates_never_raw_paths(relay: Relay) -> None:
     assert "PROPFIND" not in methods and "other" in methods
 
 
-async def test_requests_refused_by_a_limit_are_counted_by_error_code(relay: Relay) -> None:
+async def test_requests_refused_by_a_limit_are_counted_by_error_code_and_limit(
+    relay: Relay,
+) -> None:
     async with relay.client() as client:
         before = await scrape(client)
         plain = await client.post(
@@ -189,12 +191,85 @@ async def test_requests_refused_by_a_limit_are_counted_by_error_code(relay: Rela
         assert plain.status_code == 415, plain.text
         huge = await client.post("/v1/conversations", json={"title": "x" * 2_000_000})
         assert huge.status_code == 413, huge.text
+        # The size caps answer 422, and count all the same.
+        titled = await client.post("/v1/conversations", json={"title": "t" * 1001})
+        assert titled.status_code == 422 and titled.json()["error"]["code"] == "too_long"
+        stuffed = await client.post("/v1/conversations", json={"metadata": {"m": "x" * 20_000}})
+        assert stuffed.status_code == 422 and stuffed.json()["error"]["code"] == "too_large"
+        cid = await new_conversation(client)
+        wordy = await client.post(
+            f"/v1/conversations/{cid}/messages", json={"content": "w" * 200_001}
+        )
+        assert wordy.status_code == 422 and wordy.json()["error"]["code"] == "too_long"
+        # A 422 that is no limit (an unknown field) is not a rejection.
+        unknown = await client.post("/v1/conversations", json={"titel": "typo"})
+        assert unknown.status_code == 422, unknown.text
         after = await scrape(client)
     name = "chatrelay_rejected_requests_total"
-    for code in ("unsupported_media_type", "payload_too_large"):
-        assert after.value(name, code=code) == before.value(name, code=code) + 1, code
+    for code, limit in [
+        ("unsupported_media_type", "media_type"),
+        ("payload_too_large", "body_size"),
+        ("too_long", "title"),
+        ("too_large", "metadata"),
+        ("too_long", "content"),
+    ]:
+        labels = {"code": code, "limit": limit}
+        assert after.value(name, **labels) == before.value(name, **labels) + 1, labels
+    assert after.value(name, code="unknown_field") == before.value(name, code="unknown_field")
     assert (
         after.value("chatrelay_http_requests_total", route="/v1/conversations", status="415")
         == before.value("chatrelay_http_requests_total", route="/v1/conversations", status="415")
         + 1
     )
+
+
+async def test_refusals_below_the_app_are_counted_too(relay: Relay) -> None:
+    """A head too large (431) or a target too long (414) never reaches the app; the HTTP
+    protocol counts them in the same metric."""
+    async with relay.client() as client:
+        before = await scrape(client)
+        big = await client.get("/v1/conversations", headers={"X-Big": "b" * 40_000})
+        assert big.status_code == 431, big.text
+    async with relay.client() as client:
+        long = await client.get("/v1/conversations?pad=" + "u" * 9_000)
+        assert long.status_code == 414, long.text
+    async with relay.client() as client:
+        after = await scrape(client)
+    name = "chatrelay_rejected_requests_total"
+    for code, limit in [("headers_too_large", "header_size"), ("uri_too_long", "url_length")]:
+        labels = {"code": code, "limit": limit}
+        assert after.value(name, **labels) == before.value(name, **labels) + 1, labels
+
+
+async def test_quota_refusals_are_counted_by_limit(stack: Stack) -> None:
+    service = stack.service(
+        CHATRELAY_RATE_LIMIT_PER_MINUTE="1",
+        CHATRELAY_RATE_LIMIT_BURST="6",
+        CHATRELAY_MAX_GENERATIONS_PER_TENANT="1",
+        CHATRELAY_MAX_SUBSCRIBERS_PER_MESSAGE="1",
+    )
+    stack.upstream.set_default(Reply(tokens=["slow "] * 60, delay=0.1))
+    name = "chatrelay_rejected_requests_total"
+    async with stack.client(service) as acme, stack.client(service, "globex") as globex:
+        before = await scrape(acme)  # /metrics is no `/v1` route: not charged
+        cid = await new_conversation(acme)  # acme's 1st request of its burst of 6
+        mid = (await post_accepted(acme, cid, "hold"))["assistant_message"]["id"]
+        async with acme.stream("GET", f"/v1/messages/{mid}/events") as held:
+            assert held.status_code == 200
+            second = await acme.get(f"/v1/messages/{mid}/events")
+            assert second.status_code == 429, second.text
+        again = await acme.post(f"/v1/conversations/{cid}/messages", json={"content": "more"})
+        assert again.status_code == 429, again.text
+        assert (await acme.post(f"/v1/messages/{mid}/cancel")).status_code == 200  # 6th
+        for _ in range(6):
+            assert (await globex.get("/v1/conversations")).status_code == 200
+        assert (await globex.get("/v1/conversations")).status_code == 429
+        assert (await globex.get("/v1/models")).status_code == 429  # OpenAI's shape, same count
+        after = await scrape(acme)
+    for code, limit, count in [
+        ("too_many_subscribers", "subscribers", 1),
+        ("too_many_generations", "generations", 1),
+        ("rate_limited", "request_rate", 2),
+    ]:
+        labels = {"code": code, "limit": limit}
+        assert after.value(name, **labels) == before.value(name, **labels) + count, labels

@@ -176,3 +176,40 @@ def test_http_limits_are_read() -> None:
 def test_bad_http_limits_raise_config_error(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         load_settings(env)
+
+
+def test_quota_settings_default_on_and_zero_turns_them_off() -> None:
+    defaults = load_settings({})
+    assert defaults.rate_limit_per_minute == 300 and defaults.rate_limit_burst == 60
+    assert defaults.max_generations_per_tenant == 16
+    assert defaults.max_subscribers_per_message == 16
+    assert defaults.max_metadata_bytes == 16_384 and defaults.max_metadata_depth == 8
+    assert defaults.max_title_chars == 1000 and defaults.max_params_bytes == 65_536
+    assert defaults.max_page_bytes == 1_048_576 and defaults.max_conversation_messages == 100
+    off = load_settings(
+        {
+            "CHATRELAY_RATE_LIMIT_PER_MINUTE": "0",
+            "CHATRELAY_MAX_GENERATIONS_PER_TENANT": "0",
+            "CHATRELAY_MAX_SUBSCRIBERS_PER_MESSAGE": "0",
+            "CHATRELAY_MAX_METADATA_BYTES": "0",
+            "CHATRELAY_MAX_PAGE_BYTES": "0",
+        }
+    )
+    assert off.rate_limit_per_minute == 0 and off.max_generations_per_tenant == 0
+    assert off.max_subscribers_per_message == 0 and off.max_metadata_bytes == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CHATRELAY_RATE_LIMIT_PER_MINUTE", "-1"),
+        ("CHATRELAY_RATE_LIMIT_BURST", "0"),
+        ("CHATRELAY_MAX_GENERATIONS_PER_TENANT", "many"),
+        ("CHATRELAY_MAX_TITLE_CHARS", "0"),
+        ("CHATRELAY_MAX_CONVERSATION_MESSAGES", "0"),
+        ("CHATRELAY_MAX_METADATA_DEPTH", "1.5"),
+    ],
+)
+def test_bad_quota_values_stop_start_up(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings({name: value})

@@ -105,11 +105,21 @@ class App:
         await send({"type": "http.response.body", "body": b"{}", "more_body": False})
 
 
+class Refusals:
+    """Records what the protocol counts, as `Metrics.request_rejected` would."""
+
+    def __init__(self) -> None:
+        self.counted: list[tuple[str, str | None]] = []
+
+    def request_rejected(self, code: str, limit: str | None = None) -> None:
+        self.counted.append((code, limit))
+
+
 class Connection:
-    def __init__(self, app: App, state: ServerState) -> None:
+    def __init__(self, app: App, state: ServerState, refusals: Refusals | None = None) -> None:
         config = uvicorn.Config(app, lifespan="off", log_config=None, interface="asgi3")
         config.load()
-        protocol_class = protocol_for(LIMITS)
+        protocol_class = protocol_for(LIMITS, refusals)
         self.protocol: LimitedHttpProtocol = protocol_class(config, state, {})
         self.transport = RecordingTransport()
         self.protocol.connection_made(self.transport)
@@ -256,3 +266,33 @@ async def test_a_head_split_over_many_reads_is_counted_before_it_is_parsed(app: 
     await _settle()
     assert conn.statuses() == [431]
     assert _error_code(conn.written) == "headers_too_large"
+
+
+async def test_each_refusal_by_a_limit_is_counted_with_its_limit(app: App) -> None:
+    """What `chatrelay_rejected_requests_total{code, limit}` gets from below the app; a
+    request that is merely not HTTP names no limit and is not counted."""
+    refusals = Refusals()
+    big = Connection(app, ServerState(), refusals)
+    big.send(b"GET /x HTTP/1.1\r\nX-Big: " + b"b" * (LIMITS.max_header_bytes + 1))
+    long = Connection(app, ServerState(), refusals)
+    long.send(b"GET /" + b"u" * LIMITS.max_url_bytes + b" HTTP/1.1\r\n")
+    slow_head = Connection(app, ServerState(), refusals)
+    slow_head.send(b"GET /x HTTP/1.1\r\nHo")
+    slow_body = Connection(app, ServerState(), refusals)
+    slow_body.send(b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    garbage = Connection(app, ServerState(), refusals)
+    garbage.send(b"NOT HTTP AT ALL\r\n\r\n")
+    await _settle(LIMITS.header_timeout * 2)
+    crowded = Connection(app, ServerState(), refusals)
+    for _ in range(LIMITS.max_connections):
+        crowded.protocol.connections.add(Connection(app, ServerState()).protocol)
+    crowded.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+    await _settle()
+    assert sorted(refusals.counted) == [
+        ("headers_too_large", "header_size"),
+        ("request_timeout", "body_timeout"),
+        ("request_timeout", "header_timeout"),
+        ("too_many_connections", "connections"),
+        ("uri_too_long", "url_length"),
+    ]
+    assert _error_code(garbage.written) == "bad_request"

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chatrelay import request_context
 from chatrelay.config import LogFormat, load_settings
-from chatrelay.errors import ConfigError
+from chatrelay.errors import ConfigError, LimitKind
 from chatrelay.logs import FIELDS, JsonFormatter, TextFormatter
 from chatrelay.metrics import Metrics, code_label
 from chatrelay.request_context import RequestInfo, accept_request_id
@@ -32,6 +32,26 @@ def test_code_labels_are_our_codes_or_other() -> None:
     assert code_label(None) == "none"
     assert code_label("Rate Limited!") == "other"
     assert code_label("x" * 65) == "other"
+
+
+def test_rejections_are_labelled_with_a_known_limit_or_other() -> None:
+    metrics = Metrics()
+    metrics.request_rejected("rate_limited", "request_rate")
+    metrics.request_rejected("payload_too_large", LimitKind.BODY_SIZE)
+    metrics.request_rejected("http_429")
+    metrics.request_rejected("weird", "a tenant's free text")  # never a label of its own
+    labels = {
+        (sample.labels["code"], sample.labels["limit"])
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for sample in family.samples
+        if sample.name == "chatrelay_rejected_requests_total"
+    }
+    assert labels == {
+        ("rate_limited", "request_rate"),
+        ("payload_too_large", "body_size"),
+        ("http_429", "other"),
+        ("weird", "other"),
+    }
 
 
 def _value(metrics: Metrics, name: str) -> float:

@@ -19,11 +19,13 @@ from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.generation.subscription import Subscriptions
 from chatrelay.ids import new_id
 from chatrelay.models import Message, Status
+from chatrelay.slots import Slot
 from chatrelay.storage.repository import Repository
 
 # The fields of an OpenAI message kept in columns; every other field is kept in `params`.
 _MESSAGE_COLUMNS = frozenset({"role", "content", "tool_calls"})
 _TITLE_CHARS = 80
+_PREFIX_PAGE = 100  # recorded messages per read when comparing a request with its conversation
 # Assistant messages a client was never handed as an answer: it cannot be echoing them back.
 _UNANSWERED = frozenset({Status.STREAMING, Status.FAILED, Status.INTERRUPTED})
 
@@ -56,6 +58,13 @@ def _recorded_fingerprint(message: Message) -> _Fingerprint:
     return message.role, message.content, _calls_key(message.tool_calls), tool_call_id
 
 
+def _comparable(message: Message) -> bool:
+    """Whether a recorded message takes part in the prefix comparison of `unrecorded`."""
+    return message.superseded_by is None and not (
+        message.role == "assistant" and message.status in _UNANSWERED
+    )
+
+
 def unrecorded(
     requested: Sequence[dict[str, Any]], recorded: Sequence[Message]
 ) -> list[dict[str, Any]]:
@@ -65,11 +74,7 @@ def unrecorded(
     of the context (superseded) and assistant messages the client never received as an answer
     (failed, interrupted, still streaming) are left out of the comparison.
     """
-    history = [
-        m
-        for m in recorded
-        if m.superseded_by is None and not (m.role == "assistant" and m.status in _UNANSWERED)
-    ]
+    history = [m for m in recorded if _comparable(m)]
     matched = 0
     while (
         matched < len(requested)
@@ -123,7 +128,17 @@ class ChatCompletions:
         Without `conversation_id` a new conversation holds every message of the request;
         with it, only those `unrecorded` says are new are appended (404 if it is unknown).
         """
-        self.registry.ensure_accepting()  # before anything is stored: a refusal leaves no trace
+        # Before anything is stored, so a refusal (draining, 429) leaves no trace.
+        with self.registry.reserve(tenant) as slot:
+            return await self._record_and_launch(tenant, request, conversation_id, slot)
+
+    async def _record_and_launch(
+        self,
+        tenant: str,
+        request: CompletionRequest,
+        conversation_id: str | None,
+        slot: Slot,
+    ) -> StartedCompletion:
         now = now_iso()
         if conversation_id is None:
             model = request.model or self.default_model
@@ -138,7 +153,8 @@ class ChatCompletions:
             )
         else:
             conversation = await self.repo.get_conversation(tenant, conversation_id)
-            new = unrecorded(request.messages, await self.repo.list_messages(conversation.id))
+            recorded = await self._recorded_prefix(conversation.id, len(request.messages))
+            new = unrecorded(request.messages, recorded)
             model = request.model or conversation.model or self.default_model
             self.check_model(model)
             stored = await self.repo.append_messages(
@@ -147,8 +163,26 @@ class ChatCompletions:
                 self._drafts(tenant, conversation.id, new, request, model, now),
             )
         assistant = stored[-1]
-        self.registry.launch(assistant, request.upstream_body(model))
+        self.registry.launch(assistant, request.upstream_body(model), slot=slot)
         return StartedCompletion(conversation.id, assistant)
+
+    async def _recorded_prefix(self, conversation_id: str, wanted: int) -> list[Message]:
+        """The conversation's messages from the start, read a page at a time only until
+        `wanted` of them take part in the comparison: a request of n messages cannot match
+        more than n, so a long conversation is not read whole."""
+        recorded: list[Message] = []
+        comparable = 0
+        after: int | None = None
+        while comparable < wanted:
+            page, more = await self.repo.messages_page(
+                conversation_id, after_seq=after, limit=_PREFIX_PAGE
+            )
+            recorded += page
+            comparable += sum(1 for m in page if _comparable(m))
+            if not more or not page:
+                break
+            after = page[-1].seq
+        return recorded
 
     async def events(self, assistant: Message, *, heartbeat: float) -> CompletionEvents:
         """The new message's event log from its `start`; an empty batch every `heartbeat` s."""

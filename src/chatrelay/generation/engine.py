@@ -48,6 +48,8 @@ class Engine:
         poll_interval: float = 0.5,
         observer: Observer = NULL_OBSERVER,
         control: ControlBus | None = None,
+        max_generations_per_tenant: int = 0,
+        max_subscribers_per_message: int = 0,
     ) -> Engine:
         """Replay the spool and recover orphans, then start writing and accepting work.
 
@@ -63,10 +65,21 @@ class Engine:
             repo, spool=spool, checkpoint_interval=checkpoint_interval, observer=observer
         )
         registry = GenerationRegistry(
-            upstream, broker, persistence, finished_log_ttl=finished_log_ttl, observer=observer
+            upstream,
+            broker,
+            persistence,
+            finished_log_ttl=finished_log_ttl,
+            observer=observer,
+            max_per_tenant=max_generations_per_tenant,
         )
         persistence.start(registry.running)
-        subscriptions = Subscriptions(repo, registry, broker, poll_interval=poll_interval)
+        subscriptions = Subscriptions(
+            repo,
+            registry,
+            broker,
+            poll_interval=poll_interval,
+            max_per_message=max_subscribers_per_message,
+        )
         leases = Leases(repo, broker, registry.running, ttl=repo.lease_ttl)
         leases.start()
         peers = Peers(repo, registry, control)

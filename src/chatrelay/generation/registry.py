@@ -13,15 +13,29 @@ import logging
 from typing import Any
 
 from chatrelay.broker.base import Broker
-from chatrelay.errors import Conflict, ShuttingDown
+from chatrelay.errors import Conflict, LimitKind, ShuttingDown, TooManyRequests
 from chatrelay.generation.persistence import Persistence
 from chatrelay.generation.runner import ChatUpstream, Generation, StopReason
 from chatrelay.models import Message, Status
 from chatrelay.observe import NULL_OBSERVER, Observer
+from chatrelay.slots import KeyedLimit, Slot
 
 log = logging.getLogger("chatrelay.generation")
 
 _STOP_WAIT = 30.0  # seconds drain waits for stopped generations to record their end
+# A refused generation cannot know when a slot frees (that is when another one ends), so
+# the hint is short: retrying soon is cheap, since the refusal happens before any write.
+GENERATION_RETRY_AFTER = 1.0
+
+
+def _too_many_generations(tenant: str, limit: int) -> TooManyRequests:
+    return TooManyRequests(
+        f"this client key already has {limit} generations running; "
+        "wait for one to finish (or cancel one)",
+        code="too_many_generations",
+        limit=LimitKind.GENERATIONS,
+        retry_after=GENERATION_RETRY_AFTER,
+    )
 
 
 class GenerationRegistry:
@@ -33,6 +47,7 @@ class GenerationRegistry:
         *,
         finished_log_ttl: float = 30.0,
         observer: Observer = NULL_OBSERVER,
+        max_per_tenant: int = 0,
     ) -> None:
         self._upstream = upstream
         self._observer = observer
@@ -43,6 +58,10 @@ class GenerationRegistry:
         self._expiry: set[asyncio.TimerHandle] = set()
         self._draining = False
         self._forced = False
+        # Every generation not yet finished holds a slot of its tenant: there is no queue
+        # in front of the upstream, so "running" and "queued" (a 202 post generating in the
+        # background) are the same thing here.
+        self._slots = KeyedLimit(max_per_tenant, _too_many_generations)
 
     # -- what the edge asks --------------------------------------------------------------
 
@@ -54,6 +73,17 @@ class GenerationRegistry:
         """Raise `ShuttingDown` once draining: checked before anything is stored."""
         if self._draining:
             raise ShuttingDown("the service is shutting down; try again shortly")
+
+    def reserve(self, tenant: str) -> Slot:
+        """A generation slot of `tenant`, taken before its turn is stored (429
+        `too_many_generations` when all are in use). `launch(..., slot=)` keeps it until
+        the generation has recorded its end; a slot not launched is released by `with`."""
+        self.ensure_accepting()
+        return self._slots.acquire(tenant)
+
+    def tenant_generations(self, tenant: str) -> int:
+        """Slots `tenant` holds: its unfinished generations, and turns being stored."""
+        return self._slots.count(tenant)
 
     @property
     def running_count(self) -> int:
@@ -86,9 +116,19 @@ class GenerationRegistry:
     # -- starting and stopping -----------------------------------------------------------
 
     def launch(
-        self, message: Message, body: dict[str, Any], *, cancel_on_disconnect: bool = False
+        self,
+        message: Message,
+        body: dict[str, Any],
+        *,
+        cancel_on_disconnect: bool = False,
+        slot: Slot | None = None,
     ) -> Generation:
-        self.ensure_accepting()
+        """Start generating `message`; `slot` (from `reserve`) is released when it ends."""
+        if slot is None:
+            slot = self.reserve(message.tenant)
+        else:
+            self.ensure_accepting()
+        slot.keep()
         generation = Generation(
             message,
             body,
@@ -99,8 +139,17 @@ class GenerationRegistry:
             observer=self._observer,
         )
         self._generations[message.id] = generation
-        task = generation.start()
-        task.add_done_callback(lambda _t: self._schedule_expiry(message.id))
+        try:
+            task = generation.start()
+        except BaseException:
+            slot.release()
+            raise
+
+        def ended(_task: asyncio.Task[None]) -> None:
+            slot.release()
+            self._schedule_expiry(message.id)
+
+        task.add_done_callback(ended)
         return generation
 
     async def cancel(self, generation: Generation) -> Message:

@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator
 
 from chatrelay.broker.base import Broker, BrokerUnavailable, Topic
 from chatrelay.broker.event import LogEvent
-from chatrelay.errors import BadRequest, StorageError
+from chatrelay.errors import BadRequest, LimitKind, StorageError, TooManyRequests
 from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.generation.replay import events_from_message, was_recovered
+from chatrelay.slots import KeyedLimit, Slot
 from chatrelay.storage.repository import Repository
 
 log = logging.getLogger("chatrelay.generation")
@@ -27,6 +28,17 @@ log = logging.getLogger("chatrelay.generation")
 Batches = AsyncIterator[list[LogEvent]]
 
 _POLL_INTERVAL = 0.5
+# When a refused subscriber may try again: a place frees as soon as another one leaves.
+SUBSCRIBER_RETRY_AFTER = 1.0
+
+
+def _too_many_subscribers(message_id: str, limit: int) -> TooManyRequests:
+    return TooManyRequests(
+        f"message {message_id} already has {limit} open event streams in this instance",
+        code="too_many_subscribers",
+        limit=LimitKind.SUBSCRIBERS,
+        retry_after=SUBSCRIBER_RETRY_AFTER,
+    )
 
 
 class Subscriptions:
@@ -37,11 +49,24 @@ class Subscriptions:
         broker: Broker,
         *,
         poll_interval: float = _POLL_INTERVAL,
+        max_per_message: int = 0,
     ) -> None:
         self._repo = repo
         self._registry = registry
         self._broker = broker
         self._poll_interval = poll_interval
+        self._open = KeyedLimit(max_per_message, _too_many_subscribers)
+
+    def admit(self, message_id: str) -> Slot:
+        """A place among the message's open streams in this process (429
+        `too_many_subscribers` when full), held until the stream's response has ended.
+
+        Counted once per stream, not per event: the hot path is untouched.
+        """
+        return self._open.acquire(message_id)
+
+    def open_count(self, message_id: str) -> int:
+        return self._open.count(message_id)
 
     async def event_batches(
         self, tenant: str, message_id: str, cursor: int | None, *, heartbeat: float | None = None

@@ -26,6 +26,7 @@ from chatrelay.models import Message, Status
 from chatrelay.responses import objects
 from chatrelay.responses.request import ResponsesRequest
 from chatrelay.service import context_entry
+from chatrelay.slots import Slot
 from chatrelay.storage.repository import Repository, Running
 
 
@@ -50,8 +51,16 @@ class Responses:
         self.peers = peers if peers is not None else Peers(repo, registry, None)
 
     async def create(self, tenant: str, request: ResponsesRequest) -> Message:
-        """Store the input and a `streaming` assistant message, launch its generation."""
-        self.registry.ensure_accepting()  # before anything is stored: a refusal leaves no trace
+        """Store the input and a `streaming` assistant message, launch its generation.
+
+        A slot of the tenant's generations is taken first, so a refusal (draining, 429
+        `too_many_generations`) leaves no trace, as on every other route that generates."""
+        with self.registry.reserve(tenant) as slot:
+            return await self._record_and_launch(tenant, request, slot)
+
+    async def _record_and_launch(
+        self, tenant: str, request: ResponsesRequest, slot: Slot
+    ) -> Message:
         now = now_iso()
         history: list[dict[str, Any]] = []
         if request.previous_response_id is None:
@@ -87,7 +96,7 @@ class Responses:
             "model": model,
             "messages": [*system, *history, *request.input_messages],
         }
-        self.registry.launch(assistant, body)
+        self.registry.launch(assistant, body, slot=slot)
         return assistant
 
     @staticmethod

@@ -16,7 +16,7 @@ from chatrelay.errors import NotFound
 from chatrelay.ids import new_id
 from chatrelay.json_values import dumps_compact, loads_lenient
 from chatrelay.models import Conversation, Message, PieceKind, Status, scrub_nul
-from chatrelay.storage.database import Database, Row
+from chatrelay.storage.database import Database, Row, Unit
 
 _MESSAGE_COLUMNS = (
     "id, conversation_id, tenant, seq, role, content, status, finish_reason, model, usage, "
@@ -143,12 +143,23 @@ def message_from_record(record: dict[str, Any]) -> Message:
     return _message(record)
 
 
+# Offered a turn's history newest first (the user message of the turn included); returns
+# False once it wants no older message. Built from the conversation read in the same
+# transaction (its system prompt counts against the budget).
+HistoryOffer = Callable[[Message], bool]
+
+# Messages per read of a turn's history: the first page is small (most contexts fit in
+# it), and each further one twice the last, up to a cap, so a large budget needs few reads
+# and a small one reads at most about twice what it keeps.
+HISTORY_PAGE = 50
+HISTORY_PAGE_MAX = 1000
+
+
 @dataclass(frozen=True)
 class Turn:
-    """A stored turn, with the conversation and the active history that precede it."""
+    """A stored turn, with the conversation it belongs to."""
 
     conversation: Conversation
-    history: list[Message]
     user: Message | None
     assistant: Message
     replaced_running: list[Running] = field(default_factory=list)  # superseded, still streaming
@@ -307,11 +318,14 @@ class Repository:
         choose_model: Callable[[Conversation], str],
         params: dict[str, Any],
         supersede_from: int | None = None,
+        history: Callable[[Conversation], HistoryOffer] | None = None,
     ) -> Turn:
         """Store the next turn: a user message (unless regenerating) and a `streaming` reply.
 
-        One transaction does it all and returns what generation needs (the conversation
-        and the active history before the turn). Sequence numbers come from an atomic
+        One transaction does it all, and reads what generation needs: the conversation,
+        and the active history up to the reply, newest first and page by page, offered to
+        `history(conversation)` until it wants no more (the context budget is full), so a
+        long conversation is not read whole. Sequence numbers come from an atomic
         increment on the conversation row, so two concurrent posts never collide, on
         SQLite or PostgreSQL. With `supersede_from`, every active message from that
         position on leaves the context (edit/regenerate). `choose_model` names the reply's
@@ -373,16 +387,59 @@ class Repository:
                 replaced = [
                     Running(row["id"], row["owner"]) for row in rows if row["status"] == "streaming"
                 ]
-            history_rows = await unit.fetch_all(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :id "
-                "AND seq < :first_new AND superseded_by IS NULL ORDER BY seq",
-                {"id": conversation_id, "first_new": last - count + 1},
-            )
             await unit.execute_many(
                 self._insert_message,
                 [self._insert_values(m, now) for m in (user, assistant) if m is not None],
             )
-        return Turn(conversation, [_message(r) for r in history_rows], user, assistant, replaced)
+            if history is not None:
+                offer = history(conversation)
+                before = assistant.seq  # the turn's own user message is the newest offered
+                size = HISTORY_PAGE
+                while True:
+                    page = await self._history_page(unit, conversation_id, before, size)
+                    if not all(offer(m) for m in page) or len(page) < size:
+                        break
+                    before = page[-1].seq
+                    size = min(size * 2, HISTORY_PAGE_MAX)
+        return Turn(conversation, user, assistant, replaced)
+
+    async def _history_page(
+        self, unit: Unit, conversation_id: str, before: int, size: int
+    ) -> list[Message]:
+        """Up to `size` active messages before `before`, newest first: one indexed range
+        read on `(conversation_id, seq)`."""
+        rows = await unit.fetch_all(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :id "
+            "AND seq < :before AND superseded_by IS NULL ORDER BY seq DESC LIMIT :limit",
+            {"id": conversation_id, "before": before, "limit": size},
+        )
+        return [_message(r) for r in rows]
+
+    async def messages_page(
+        self, conversation_id: str, *, after_seq: int | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        """Up to `limit` messages after `after_seq` in `seq` order, and whether more follow."""
+        async with self.db.unit() as unit:
+            rows = await unit.fetch_all(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :id "
+                "AND seq > :after ORDER BY seq LIMIT :limit",
+                {"id": conversation_id, "after": after_seq or 0, "limit": limit + 1},
+            )
+        return [_message(r) for r in rows[:limit]], len(rows) > limit
+
+    async def latest_messages(
+        self, conversation_id: str, *, limit: int
+    ) -> tuple[list[Message], bool]:
+        """The newest `limit` messages in `seq` order, and whether older ones were left out."""
+        async with self.db.unit() as unit:
+            rows = await unit.fetch_all(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :id "
+                "ORDER BY seq DESC LIMIT :limit",
+                {"id": conversation_id, "limit": limit + 1},
+            )
+        newest = [_message(r) for r in rows[:limit]]
+        newest.reverse()
+        return newest, len(rows) > limit
 
     async def list_messages(self, conversation_id: str) -> list[Message]:
         async with self.db.unit() as unit:

@@ -21,6 +21,7 @@ from chatrelay.ids import new_id
 from chatrelay.metrics import Metrics
 from chatrelay.observe import NULL_OBSERVER, Fanout, Observer
 from chatrelay.outcome_log import OutcomeLog
+from chatrelay.rate_limit import RateLimiter
 from chatrelay.responses.recording import Responses
 from chatrelay.service import ChatService
 from chatrelay.storage.database import Database
@@ -134,6 +135,8 @@ def create_app(
                 finished_log_ttl=settings.finished_log_ttl,
                 observer=observer,
                 control=control,
+                max_generations_per_tenant=settings.max_generations_per_tenant,
+                max_subscribers_per_message=settings.max_subscribers_per_message,
             )
             stack.push_async_callback(engine.close)
             app.state.chatrelay = AppContext(
@@ -166,6 +169,7 @@ def create_app(
                 ),
                 models=ModelCatalog(upstream),
                 auth=Authenticator(settings.api_keys, settings.secret, settings.stream_token_ttl),
+                rate_limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
             )
             log.info("chatrelay ready (database: %s, instance %s)", db.dialect, instance_id)
             try:

@@ -17,11 +17,13 @@ from chatrelay.errors import (
     ChatRelayError,
     Conflict,
     HeadersTooLarge,
+    LimitKind,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     RequestTimeout,
     ServiceUnavailable,
+    TooManyRequests,
     Unauthorized,
     UnsupportedMediaType,
     UpstreamError,
@@ -68,6 +70,7 @@ _STATUS: dict[type[ChatRelayError], int] = {
     UriTooLong: 414,
     UnsupportedMediaType: 415,
     ValidationFailed: 422,
+    TooManyRequests: 429,
     HeadersTooLarge: 431,
     ServiceUnavailable: 503,
     UpstreamTimeout: 504,
@@ -84,15 +87,20 @@ def http_status(exc: ChatRelayError) -> int:
     return 500
 
 
+def retry_after_header(seconds: float) -> str:
+    """`Retry-After` as whole seconds, rounded up (waiting less would be refused again)."""
+    return str(max(1, math.ceil(seconds)))
+
+
 def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
 def error_response(exc: ChatRelayError) -> JSONResponse:
-    note_error(exc.code)  # for the request's log line and the rejected-requests metric
+    note_error(exc.code, exc.refused_by)  # for the request's log line and the metrics
     headers = {}
     if exc.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        headers["Retry-After"] = retry_after_header(exc.retry_after)
     return JSONResponse(
         error_body(exc.code, exc.message), status_code=http_status(exc), headers=headers
     )
@@ -235,16 +243,20 @@ def openai_error(
     param: str | None = None,
     retry_after: float | None = None,
     headers: dict[str, str] | None = None,
+    limit: LimitKind | None = None,
 ) -> JSONResponse:
     """`{"error": {"message", "type", "code", "param"}}` with the status OpenAI SDKs map to
-    their error classes; `status` is the fallback for codes without an OpenAI-specific one."""
+    their error classes; `status` is the fallback for codes without an OpenAI-specific one.
+    `limit` is the quota that refused the request; a 429 without one is the upstream's."""
     chosen = _openai_status(code, status)
-    note_error(code)
+    if chosen == 429 and limit is None:
+        limit = LimitKind.UPSTREAM
+    note_error(code, limit)
     extra = dict(headers or {})
     if chosen == 429 and retry_after is None:
         retry_after = _DEFAULT_RATE_LIMIT_WAIT
     if retry_after is not None and chosen in (429, 503):
-        extra["Retry-After"] = str(max(1, math.ceil(retry_after)))
+        extra["Retry-After"] = retry_after_header(retry_after)
     if chosen >= 500:
         log.warning("openai-compatible request failed: %d %s", chosen, code)
     return JSONResponse(
@@ -263,6 +275,7 @@ def openai_error_response(
         param=param,
         retry_after=exc.retry_after,
         headers=headers,
+        limit=exc.refused_by,
     )
 
 

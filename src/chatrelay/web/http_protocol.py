@@ -33,7 +33,7 @@ import logging
 import struct
 from asyncio import TimerHandle
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import httptools
 from uvicorn.config import Config
@@ -45,6 +45,7 @@ from chatrelay.errors import (
     BadRequest,
     ChatRelayError,
     HeadersTooLarge,
+    LimitKind,
     RequestTimeout,
     ServiceUnavailable,
     UriTooLong,
@@ -59,7 +60,7 @@ try:  # Linux: how much of what the kernel accepted the peer has not acknowledge
 except (ImportError, AttributeError):  # pragma: no cover - other platforms
     _TIOCOUTQ = None
 
-__all__ = ["HttpLimits", "LimitedHttpProtocol", "protocol_for"]
+__all__ = ["HttpLimits", "LimitedHttpProtocol", "RefusalCounter", "protocol_for"]
 
 log = logging.getLogger("chatrelay.http")
 
@@ -92,10 +93,23 @@ class HttpLimits:
         )
 
 
-def protocol_for(limits: HttpLimits) -> type[LimitedHttpProtocol]:
+class RefusalCounter(Protocol):
+    """Where a refusal by a limit is counted (`metrics.Metrics`): code and `LimitKind` value."""
+
+    def request_rejected(self, code: str, limit: str | None = None) -> None: ...
+
+
+def protocol_for(
+    limits: HttpLimits, refusals: RefusalCounter | None = None
+) -> type[LimitedHttpProtocol]:
     """The protocol class to give `uvicorn.Config(http=...)`: uvicorn builds one instance per
-    connection with its own arguments, so the limits travel on the class."""
-    return type("ChatRelayHttpProtocol", (LimitedHttpProtocol,), {"limits": limits})
+    connection with its own arguments, so the limits (and where refusals are counted: the
+    app's metrics, which never see these requests) travel on the class."""
+    return type(
+        "ChatRelayHttpProtocol",
+        (LimitedHttpProtocol,),
+        {"limits": limits, "refusals": refusals},
+    )
 
 
 def _path_of(target: bytes) -> bytes:
@@ -104,6 +118,7 @@ def _path_of(target: bytes) -> bytes:
 
 class LimitedHttpProtocol(HttpToolsProtocol):
     limits: ClassVar[HttpLimits]
+    refusals: ClassVar[RefusalCounter | None] = None
 
     def __init__(
         self,
@@ -203,6 +218,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 "the server has too many open connections; retry shortly",
                 code="too_many_connections",
                 retry_after=_RETRY_AFTER_SECONDS,
+                limit=LimitKind.CONNECTIONS,
             )
         self._reading_head = False
         self._head_started = False
@@ -261,7 +277,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if idle < timeout:
             self._body_timer = self.loop.call_later(timeout - idle, self._body_check)
             return
-        self._refuse(RequestTimeout(f"the request body stalled for {timeout:g} s"))
+        self._refuse(
+            RequestTimeout(
+                f"the request body stalled for {timeout:g} s", limit=LimitKind.BODY_TIMEOUT
+            )
+        )
 
     # -- writes the client does not take ------------------------------------------------------
 
@@ -358,6 +378,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 cycle.disconnected = True  # the app sees the client gone, and writes nothing
                 cycle.message_event.set()
         log.warning("%s: %s (%s)", self._peer(), error.code, error.message)
+        if self.refusals is not None and error.refused_by is not None:
+            self.refusals.request_rejected(error.code, error.refused_by)
         if answer:
             self.transport.write(self._error_response(error))
         self.flow.resume_reading()  # keep reading (and dropping) while we linger

@@ -33,7 +33,9 @@ log = logging.getLogger("chatrelay.request")
 
 REQUEST_ID_HEADER = b"x-request-id"
 UNMATCHED_ROUTE = "unmatched"  # the route label of a request no route matched (a 404)
-# Statuses that mean "refused by a limit": counted by error code in chatrelay_rejected_requests.
+# Statuses that mean "refused by a limit": counted in chatrelay_rejected_requests, by error
+# code and by the limit the error names (`other` when it names none). Any other status counts
+# there too when its error names a limit: a field over its size cap is a 422.
 LIMIT_STATUSES = frozenset({408, 413, 414, 415, 429, 431})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _EVENT_STREAM = b"text/event-stream"
@@ -115,8 +117,8 @@ class Instrumentation:
         metrics = self._metrics
         metrics.request_finished(route, method, status, seconds, streamed=streamed)
         code = info.error_code
-        if status in LIMIT_STATUSES:
-            metrics.request_rejected(code or f"http_{status}")
+        if info.limit is not None or status in LIMIT_STATUSES:
+            metrics.request_rejected(code or f"http_{status}", info.limit)
         if code == StorageError.code:
             metrics.storage_error(StorageOperation.REQUEST)
         if self._log_requests:

@@ -56,7 +56,8 @@ def server_config(
         lifespan="on",
         proxy_headers=False,
         # Header, body and write limits and the connection cap (docs/security.md).
-        http=protocol_for(HttpLimits.from_settings(settings)),
+        # Refusals there are counted in the app's metrics (`create_app` puts them on its state).
+        http=protocol_for(HttpLimits.from_settings(settings), getattr(app.state, "metrics", None)),
         timeout_keep_alive=settings.keep_alive_timeout,
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
     )

@@ -17,8 +17,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sse_starlette import EventSourceResponse
+from starlette.types import Receive, Scope, Send
 
 from chatrelay.broker.event import EventKind, LogEvent
+from chatrelay.slots import Slot
 from chatrelay.sse.framing import PING_FRAME, event_frame, retry_field
 
 RETRY_MS = 2000
@@ -47,6 +49,21 @@ def encode_frame(event: LogEvent) -> str:
     return frame
 
 
+class SlottedEventStream(EventSourceResponse):
+    """An event stream holding a subscriber `Slot` until the response has ended: also when
+    the client leaves before the body starts, when the body generator never runs."""
+
+    def __init__(self, *args: Any, slot: Slot, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slot.release()
+
+
 def event_stream(
     batches: AsyncIterator[list[LogEvent]],
     *,
@@ -54,11 +71,13 @@ def event_stream(
     on_close: Callable[[bool], None] | None = None,
     headers: dict[str, str] | None = None,
     status_code: int = 200,
+    slot: Slot | None = None,
 ) -> EventSourceResponse:
     """Every event with its cursor as `id`, `retry:` in the first one; `: ping` when quiet.
 
     `on_open` runs when the stream starts; `on_close(finished)` when it ends, with
-    `finished` False if the client left before the terminal event.
+    `finished` False if the client left before the terminal event. `slot` (a place under
+    the subscriber cap) is released when the response ends, however it ends.
     """
 
     async def frames() -> AsyncIterator[bytes]:
@@ -78,10 +97,12 @@ def event_stream(
             if on_close is not None:
                 on_close(finished)
 
-    return EventSourceResponse(
-        frames(),
-        status_code=status_code,
-        headers={**SSE_HEADERS, **(headers or {})},
-        ping=0,
-        sep="\n",
-    )
+    options: dict[str, Any] = {
+        "status_code": status_code,
+        "headers": {**SSE_HEADERS, **(headers or {})},
+        "ping": 0,
+        "sep": "\n",
+    }
+    if slot is None:
+        return EventSourceResponse(frames(), **options)
+    return SlottedEventStream(frames(), slot=slot, **options)

@@ -19,8 +19,15 @@ from typing import Any
 
 from starlette.requests import Request
 
-from chatrelay.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from chatrelay.json_values import loads_strict
+from chatrelay.errors import (
+    BadRequest,
+    FieldTooLarge,
+    LimitKind,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from chatrelay.json_values import dumps_compact, loads_strict
 from chatrelay.models import scrub_nul
 from chatrelay.service import TurnOptions
 
@@ -89,14 +96,21 @@ def reject_unknown(body: dict[str, Any], allowed: Iterable[str]) -> None:
         )
 
 
-def optional_str(body: dict[str, Any], name: str, *, max_len: int) -> str | None:
+def optional_str(
+    body: dict[str, Any], name: str, *, max_len: int, limit: LimitKind | None = None
+) -> str | None:
+    """A string field, if given; longer than `max_len` is 422 `too_long` (a `FieldTooLarge`
+    when `limit` names the setting that caps it)."""
     value = body.get(name)
     if value is None:
         return None
     if not isinstance(value, str):
         raise ValidationFailed(f"'{name}' must be a string", code="invalid_field")
     if len(value) > max_len:
-        raise ValidationFailed(f"'{name}' is longer than {max_len} characters", code="too_long")
+        message = f"'{name}' is longer than {max_len} characters"
+        if limit is not None:
+            raise FieldTooLarge(message, code="too_long", limit=limit)
+        raise ValidationFailed(message, code="too_long")
     return scrub_nul(value)  # as it will be stored, so every answer shows the same text
 
 
@@ -110,10 +124,12 @@ def optional_model(body: dict[str, Any]) -> str | None:
     return model
 
 
-def required_text(body: dict[str, Any], name: str, *, max_len: int) -> str:
+def required_text(
+    body: dict[str, Any], name: str, *, max_len: int, limit: LimitKind | None = None
+) -> str:
     if name not in body:
         raise ValidationFailed(f"'{name}' is required", code="missing_field")
-    value = optional_str(body, name, max_len=max_len)
+    value = optional_str(body, name, max_len=max_len, limit=limit)
     if value is None or not value.strip():
         raise ValidationFailed(f"'{name}' must not be empty", code="empty_content")
     return value
@@ -137,12 +153,52 @@ def optional_object(body: dict[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
+def json_depth(value: Any) -> int:
+    """How deeply objects and arrays nest: `1` for a scalar, `{}` or `{"a": 1}`, `2` for
+    `{"a": {"b": 1}}` (iterative: a deep value costs no recursion)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
+    return deepest
+
+
+def check_json_size(
+    value: Any, name: str, *, max_bytes: int, limit: LimitKind, max_depth: int = 0
+) -> None:
+    """422 `too_large` when `value` stored (compact UTF-8 JSON) exceeds `max_bytes`, and
+    `too_deep` when it nests deeper than `max_depth`; 0 turns either check off."""
+    if max_depth and json_depth(value) > max_depth:
+        raise FieldTooLarge(
+            f"'{name}' nests deeper than {max_depth} levels", code="too_deep", limit=limit
+        )
+    if max_bytes and len(dumps_compact(value).encode()) > max_bytes:
+        raise FieldTooLarge(
+            f"'{name}' is larger than {max_bytes} bytes as JSON", code="too_large", limit=limit
+        )
+
+
+def metadata_object(body: dict[str, Any], *, max_bytes: int, max_depth: int) -> dict[str, Any]:
+    """A conversation's `metadata`: any JSON object within the size and depth caps."""
+    metadata = optional_object(body, "metadata")
+    check_json_size(
+        metadata, "metadata", max_bytes=max_bytes, max_depth=max_depth, limit=LimitKind.METADATA
+    )
+    return metadata
+
+
 # Upstream request fields a client may not set through `params`: the service owns them.
 RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options", "n"})
 
 
-def upstream_params(body: dict[str, Any]) -> dict[str, Any]:
+def upstream_params(body: dict[str, Any], *, max_bytes: int = 0) -> dict[str, Any]:
     params = optional_object(body, "params")
+    check_json_size(params, "params", max_bytes=max_bytes, limit=LimitKind.PARAMS)
     reserved = sorted(RESERVED_PARAMS & set(params))
     if reserved:
         raise ValidationFailed(
@@ -180,10 +236,11 @@ def event_cursor(raw: str | None) -> int | None:
 TURN_FIELDS = ("model", "params", "cancel_on_disconnect")
 
 
-def turn_options(body: dict[str, Any]) -> TurnOptions:
-    """The generation options any turn-starting request may carry (see TURN_FIELDS)."""
+def turn_options(body: dict[str, Any], *, max_params_bytes: int = 0) -> TurnOptions:
+    """The generation options any turn-starting request may carry (see TURN_FIELDS);
+    `params` is capped at `max_params_bytes` as stored (0: only the body limit)."""
     return TurnOptions(
         model=optional_model(body),
-        params=upstream_params(body) if "params" in body else None,
+        params=upstream_params(body, max_bytes=max_params_bytes) if "params" in body else None,
         cancel_on_disconnect=optional_bool(body, "cancel_on_disconnect"),
     )

@@ -23,7 +23,7 @@ from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.generation.runner import Generation
 from chatrelay.models import Message
 from chatrelay.service import ChatService, TurnOptions
-from chatrelay.storage.database import Database
+from chatrelay.storage.database import Database, Unit
 from chatrelay.storage.repository import Repository
 from chatrelay.storage.spool import Spool
 from tests.fakes.chat_upstream import Gate, Script, ScriptedUpstream, Step
@@ -42,6 +42,7 @@ class SpyRepository(Repository):
         self.finalize_batches: list[list[str]] = []  # message ids per finalize call
         self.hold_finalize: asyncio.Event | None = None  # if set: wait for it, then write
         self.finalize_entered = asyncio.Event()
+        self.history_rows = 0  # history rows a turn's context read (`add_turn`)
 
     async def finalize(self, *messages: Message) -> None:
         self.calls["finalize"] += 1
@@ -54,6 +55,13 @@ class SpyRepository(Repository):
     async def get_message(self, tenant: str, message_id: str) -> Message:
         self.calls["get_message"] += 1
         return await super().get_message(tenant, message_id)
+
+    async def _history_page(
+        self, unit: Unit, conversation_id: str, before: int, size: int
+    ) -> list[Message]:
+        page = await super()._history_page(unit, conversation_id, before, size)
+        self.history_rows += len(page)
+        return page
 
 
 async def until(predicate: Callable[[], bool], *, within: float = 5.0, what: str = "") -> None:

@@ -51,19 +51,33 @@ _STATUS_TEXT = {
     "`not_generated`, `not_editable`, `message_streaming`, `message_superseded`)",
     413: "request body over CHATRELAY_MAX_BODY_BYTES (`payload_too_large`)",
     415: "a request body not sent as `Content-Type: application/json`",
-    422: "a field is unknown, missing, empty, of the wrong type or too long",
-    429: "rate limited",
+    422: "a field is unknown, missing, empty, of the wrong type, too long (`too_long`) or "
+    "over its size cap (`too_large`, `too_deep`: `metadata`, `params`)",
+    429: "a per-tenant quota or rate limit (`rate_limited`: requests per minute; "
+    "`too_many_generations`: unfinished generations; `too_many_subscribers`: open streams "
+    "of one message); nothing was stored. `Retry-After` says when to try again",
     502: "the upstream failed",
     503: "the database does not answer, or the service is shutting down",
     504: "the upstream timed out",
 }
 
 
+_RETRY_AFTER = {
+    "Retry-After": {
+        "required": True,
+        "description": "whole seconds to wait before trying again",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
+
+
 def _errors(statuses: tuple[int, ...], schema: str = "Error") -> dict[str, Any]:
+    """Error responses; every `/v1` route can answer 429 (the rate limit covers them all)."""
     return {
         str(status): {
             "description": _STATUS_TEXT[status],
             "content": {JSON: {"schema": ref(schema)}},
+            **({"headers": _RETRY_AFTER} if status == 429 else {}),
         }
         for status in statuses
     }
@@ -96,7 +110,9 @@ _HEADER_IDS = {
 }
 
 # Native writes with a body: the body's own failures, plus the service's.
-_BODY_ERRORS = (400, 401, 413, 415, 422, 503)
+_BODY_ERRORS = (400, 401, 413, 415, 422, 429, 503)
+# Native reads, deletes and cancels.
+_READ_ERRORS = (401, 404, 429, 503)
 
 
 def _turn(
@@ -143,7 +159,12 @@ def _links(parameter: str, source: str, *operation_ids: str) -> dict[str, Any]:
 
 
 _CONVERSATION_LINKS = _links(
-    "cid", "$response.body#/id", "getConversation", "postMessage", "deleteConversation"
+    "cid",
+    "$response.body#/id",
+    "getConversation",
+    "listMessages",
+    "postMessage",
+    "deleteConversation",
 )
 _ASSISTANT = "$response.body#/assistant_message/id"
 _TURN_LINKS = {
@@ -175,6 +196,8 @@ def _native() -> dict[str, PathItem]:
             "get": {
                 "operationId": "listConversations",
                 "summary": "The tenant's conversations, newest first",
+                "description": "A page also ends early, with a `next_cursor`, before its "
+                "encoding passes CHATRELAY_MAX_PAGE_BYTES (it always holds one item).",
                 "parameters": [
                     {
                         "name": "limit",
@@ -190,7 +213,7 @@ def _native() -> dict[str, PathItem]:
                 ],
                 "responses": {
                     "200": _json("one page", ref("ConversationList")),
-                    **_errors((400, 401, 503)),
+                    **_errors((400, 401, 429, 503)),
                 },
             },
         },
@@ -198,10 +221,14 @@ def _native() -> dict[str, PathItem]:
             "parameters": [_CID_PARAM],
             "get": {
                 "operationId": "getConversation",
-                "summary": "A conversation with its messages in order, superseded ones included",
+                "summary": "A conversation with its newest messages in order, superseded ones "
+                "included",
+                "description": "At most CHATRELAY_MAX_CONVERSATION_MESSAGES messages, the "
+                "newest, and no more than fit CHATRELAY_MAX_PAGE_BYTES; `messages_truncated` "
+                "says older ones were left out (`GET …/messages` pages through all of them).",
                 "responses": {
                     "200": _json("the conversation", ref("ConversationWithMessages")),
-                    **_errors((401, 404, 503)),
+                    **_errors(_READ_ERRORS),
                 },
             },
             "delete": {
@@ -209,12 +236,37 @@ def _native() -> dict[str, PathItem]:
                 "summary": "Delete a conversation and its messages (running generations stop)",
                 "responses": {
                     "204": {"description": "deleted"},
-                    **_errors((401, 404, 503)),
+                    **_errors(_READ_ERRORS),
                 },
             },
         },
         "/v1/conversations/{cid}/messages": {
             "parameters": [_CID_PARAM],
+            "get": {
+                "operationId": "listMessages",
+                "summary": "Every message of the conversation, oldest first, a page at a time",
+                "description": "By position, superseded messages included. A message added "
+                "while you page shows up on a later page, and none shows up twice. A page "
+                "also ends early, with a `next_cursor`, before its encoding passes "
+                "CHATRELAY_MAX_PAGE_BYTES (it always holds one message).",
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "description": "`next_cursor` of the previous page",
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,10}$"},
+                    },
+                ],
+                "responses": {
+                    "200": _json("one page", ref("MessageList")),
+                    **_errors((400, *_READ_ERRORS)),
+                },
+            },
             "post": _turn(
                 "postMessage",
                 "Post a user message and start the answer",
@@ -230,7 +282,7 @@ def _native() -> dict[str, PathItem]:
                 "summary": "One message; a streaming one shows the text so far",
                 "responses": {
                     "200": _json("the message", ref("MessageRead")),
-                    **_errors((401, 404, 503)),
+                    **_errors(_READ_ERRORS),
                 },
             },
         },
@@ -267,7 +319,7 @@ def _native() -> dict[str, PathItem]:
                         "content": {EVENT_STREAM: {"schema": ref("MessageEvent")}},
                     },
                     "204": {"description": "resumed from the terminal event: nothing left"},
-                    **_errors((400, 401, 404, 503)),
+                    **_errors((400, *_READ_ERRORS)),
                 },
             },
         },
@@ -278,7 +330,7 @@ def _native() -> dict[str, PathItem]:
                 "summary": "Stop the generation; the partial text is kept",
                 "responses": {
                     "200": _json("the message, `cancelled`", ref("Message")),
-                    **_errors((401, 404, 409, 503)),
+                    **_errors((*_READ_ERRORS, 409)),
                 },
             },
         },
@@ -350,7 +402,7 @@ def _openai() -> dict[str, PathItem]:
                 "tags": ["openai"],
                 "responses": {
                     "200": _json("the models", ref("ModelList")),
-                    **_errors((401, 502, 503, 504), "OpenAIError"),
+                    **_errors((401, 429, 502, 503, 504), "OpenAIError"),
                 },
             }
         },
@@ -369,7 +421,7 @@ def _openai() -> dict[str, PathItem]:
                 ],
                 "responses": {
                     "200": _json("the model", ref("Model")),
-                    **_errors((401, 404, 502, 503, 504), "OpenAIError"),
+                    **_errors((401, 404, 429, 502, 503, 504), "OpenAIError"),
                 },
             }
         },
@@ -438,7 +490,7 @@ def _responses() -> dict[str, PathItem]:
                             EVENT_STREAM: {"schema": ref("ResponseEvent")},
                         },
                     },
-                    **_errors((400, 401, 404), "OpenAIError"),
+                    **_errors((400, 401, 404, 429), "OpenAIError"),
                 },
             },
             "delete": {
@@ -448,7 +500,7 @@ def _responses() -> dict[str, PathItem]:
                 "parameters": [_RESPONSE_ID],
                 "responses": {
                     "200": _json("deleted", ref("ResponseDeleted")),
-                    **_errors((401, 404), "OpenAIError"),
+                    **_errors((401, 404, 429), "OpenAIError"),
                 },
             },
         },
@@ -460,7 +512,7 @@ def _responses() -> dict[str, PathItem]:
                 "parameters": [_RESPONSE_ID],
                 "responses": {
                     "200": _json("the cancelled response", response),
-                    **_errors((401, 404, 409, 503), "OpenAIError"),
+                    **_errors((401, 404, 409, 429, 503), "OpenAIError"),
                 },
             }
         },

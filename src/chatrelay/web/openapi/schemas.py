@@ -231,7 +231,19 @@ def native_schemas(max_content_chars: int) -> dict[str, Schema]:
         | {"description": "A message; an assistant message also carries a fresh `stream_url`."},
         "Conversation": closed(conversation),
         "ConversationWithMessages": closed(
-            {**conversation, "messages": {"type": "array", "items": ref("Message")}}
+            {
+                **conversation,
+                "messages": {
+                    "type": "array",
+                    "items": ref("Message"),
+                    "description": "the newest messages, in order",
+                },
+                "messages_truncated": {
+                    "type": "boolean",
+                    "description": "older messages were left out of `messages`; "
+                    "`GET /v1/conversations/{cid}/messages` pages through all of them",
+                },
+            }
         ),
         "ConversationList": closed(
             {
@@ -241,12 +253,30 @@ def native_schemas(max_content_chars: int) -> dict[str, Schema]:
                 ),
             }
         ),
+        "MessageList": closed(
+            {
+                "data": {"type": "array", "items": ref("Message")},
+                "next_cursor": nullable(
+                    {
+                        "type": "string",
+                        "pattern": "^[0-9]{1,10}$",
+                        "description": "pass as `cursor` for the next page",
+                    }
+                ),
+            }
+        ),
         "ConversationCreate": closed(
             {
                 "title": nullable({"type": "string", "maxLength": 1000}),
                 "system_prompt": nullable({"type": "string", "maxLength": max_content_chars}),
                 "model": turn["model"],
-                "metadata": nullable({"type": "object"}),
+                "metadata": nullable(
+                    {
+                        "type": "object",
+                        "description": "at most CHATRELAY_MAX_METADATA_BYTES as compact JSON, "
+                        "nested at most CHATRELAY_MAX_METADATA_DEPTH deep",
+                    }
+                ),
             },
             required=[],
         ),

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chatrelay.errors import NotFound
+from chatrelay.errors import LimitKind, NotFound
 from chatrelay.generation.peers import Watcher
 from chatrelay.ids import looks_like_id
 from chatrelay.service import PostedMessage
@@ -51,14 +51,22 @@ async def message_stream(
     )
     if batches is None:
         return Response(status_code=204)  # resumed from the terminal event: nothing left
-    watched: Watcher | None = ctx.registry.watch(message_id)
-    if watched is None:  # generated on another instance: counted there
-        watched = await ctx.engine.peers.watch(tenant, message_id)
-    if watched is None:
-        return event_stream(batches, headers=headers)
-    return event_stream(
-        batches, on_open=watched.watcher_joined, on_close=watched.watcher_left, headers=headers
-    )
+    # Only now, with the tenant's access to the message checked: another tenant learns
+    # nothing from a 429 about a message id that is not theirs.
+    with ctx.subscriptions.admit(message_id) as slot:
+        watched: Watcher | None = ctx.registry.watch(message_id)
+        if watched is None:  # generated on another instance: counted there
+            watched = await ctx.engine.peers.watch(tenant, message_id)
+        slot.keep()  # the response releases it when it ends, however it ends
+        if watched is None:
+            return event_stream(batches, headers=headers, slot=slot)
+        return event_stream(
+            batches,
+            on_open=watched.watcher_joined,
+            on_close=watched.watcher_left,
+            headers=headers,
+            slot=slot,
+        )
 
 
 def _wants_event_stream(request: Request) -> bool:
@@ -86,7 +94,7 @@ async def turn_response(request: Request, tenant: str, posted: PostedMessage) ->
 async def get_message(request: Request) -> Response:
     """One message; an assistant message also gets a fresh `stream_url` for its events."""
     ctx = context(request)
-    tenant = ctx.auth.tenant(request)
+    tenant = ctx.tenant(request)
     message = await ctx.chat.get_message(tenant, _message_id(request))
     body = message.to_api()
     if message.role == "assistant":
@@ -99,9 +107,9 @@ async def message_events(request: Request) -> Response:
     mid = _message_id(request)
     token = request.query_params.get("token")
     if token and "authorization" not in request.headers:
-        tenant = ctx.auth.tenant_from_token(token, mid)
+        tenant = ctx.tenant_from_token(token, mid)
     else:
-        tenant = ctx.auth.tenant(request)
+        tenant = ctx.tenant(request)
     raw_cursor = request.headers.get("last-event-id")
     if raw_cursor is None:
         raw_cursor = request.query_params.get("last_event_id")
@@ -110,28 +118,37 @@ async def message_events(request: Request) -> Response:
 
 async def cancel_message(request: Request) -> Response:
     ctx = context(request)
-    tenant = ctx.auth.tenant(request)
+    tenant = ctx.tenant(request)
     message = await ctx.chat.cancel(tenant, _message_id(request))
     return JSONResponse(message.to_api())
 
 
 async def regenerate_message(request: Request) -> Response:
     ctx = context(request)
-    tenant = ctx.auth.tenant(request)
+    tenant = ctx.tenant(request)
     body = await read_json_object(request, ctx.settings.max_body_bytes)
     reject_unknown(body, TURN_FIELDS)
-    posted = await ctx.chat.regenerate(tenant, _message_id(request), turn_options(body))
+    posted = await ctx.chat.regenerate(
+        tenant,
+        _message_id(request),
+        turn_options(body, max_params_bytes=ctx.settings.max_params_bytes),
+    )
     return await turn_response(request, tenant, posted)
 
 
 async def edit_message(request: Request) -> Response:
     ctx = context(request)
-    tenant = ctx.auth.tenant(request)
+    tenant = ctx.tenant(request)
     body = await read_json_object(request, ctx.settings.max_body_bytes)
     reject_unknown(body, ("content", *TURN_FIELDS))
-    content = required_text(body, "content", max_len=ctx.settings.max_content_chars)
+    content = required_text(
+        body, "content", max_len=ctx.settings.max_content_chars, limit=LimitKind.CONTENT
+    )
     posted = await ctx.chat.edit(
-        tenant, _message_id(request), content=content, options=turn_options(body)
+        tenant,
+        _message_id(request),
+        content=content,
+        options=turn_options(body, max_params_bytes=ctx.settings.max_params_bytes),
     )
     return await turn_response(request, tenant, posted)
 

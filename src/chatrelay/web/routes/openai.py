@@ -75,7 +75,7 @@ def _conversation_header(request: Request) -> str | None:
 @_openai_endpoint
 async def chat_completions(request: Request) -> Response:
     ctx = context(request)
-    tenant = ctx.auth.tenant(request)
+    tenant = ctx.tenant(request)
     body = await read_json_object(request, ctx.settings.max_body_bytes)
     completion = parse_completion_request(body)
     started = await ctx.completions.start(
@@ -108,7 +108,7 @@ async def chat_completions(request: Request) -> Response:
 @_openai_endpoint
 async def list_models(request: Request) -> Response:
     ctx = context(request)
-    ctx.auth.tenant(request)
+    ctx.tenant(request)
     return JSONResponse(await ctx.models.listing())
 
 
@@ -116,7 +116,7 @@ async def list_models(request: Request) -> Response:
 async def retrieve_model(request: Request) -> Response:
     """What `client.models.retrieve(id)` calls; ids may hold slashes (`org/model`)."""
     ctx = context(request)
-    ctx.auth.tenant(request)
+    ctx.tenant(request)
     model_id: str = request.path_params["model_id"]
     if not model_id:  # `/v1/models/`: paths are exact here, an extra slash is no route
         raise NotFound(f"no route for {request.method} {request.url.path}")

@@ -11,6 +11,7 @@ Every error takes OpenAI's shape.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
@@ -25,6 +26,7 @@ from chatrelay.generation.subscription import Batches
 from chatrelay.models import Message, Status
 from chatrelay.responses.events import ResponseRenderer, stream_frame
 from chatrelay.responses.request import parse_responses_request
+from chatrelay.slots import Slot
 from chatrelay.sse.framing import PING_FRAME
 from chatrelay.web.context import context
 from chatrelay.web.errors import openai_recorded_error
@@ -33,7 +35,7 @@ from chatrelay.web.routes.openai import (
     MESSAGE_HEADER,
     openai_endpoint,
 )
-from chatrelay.web.sse import SSE_HEADERS
+from chatrelay.web.sse import SSE_HEADERS, SlottedEventStream
 from chatrelay.web.validation import read_json_object
 
 
@@ -91,20 +93,30 @@ async def _frames(
 
 
 def _stream(
-    message: Message, held: list[LogEvent], batches: Batches, after: int = -1
+    message: Message,
+    held: list[LogEvent],
+    batches: Batches,
+    after: int = -1,
+    *,
+    slot: Slot | None = None,
 ) -> EventSourceResponse:
-    return EventSourceResponse(
-        _frames(ResponseRenderer(message), held, batches, after),
-        headers={**SSE_HEADERS, **_ids(message)},
-        ping=0,
-        sep="\n",
-    )
+    """The typed event stream; `slot` (a place under the subscriber cap) is released when
+    the response ends, however it ends."""
+    frames = _frames(ResponseRenderer(message), held, batches, after)
+    options: dict[str, Any] = {
+        "headers": {**SSE_HEADERS, **_ids(message)},
+        "ping": 0,
+        "sep": "\n",
+    }
+    if slot is None:
+        return EventSourceResponse(frames, **options)
+    return SlottedEventStream(frames, slot=slot, **options)
 
 
 @openai_endpoint
 async def create_response(request: Request) -> Response:
     ctx = context(request)
-    tenant = ctx.auth.tenant(request)
+    tenant = ctx.tenant(request)
     body = await read_json_object(request, ctx.settings.max_body_bytes)
     parsed = parse_responses_request(body)
     assistant = await ctx.responses.create(tenant, parsed)
@@ -156,20 +168,22 @@ def _stream_flag(request: Request) -> bool:
 @openai_endpoint
 async def retrieve_response(request: Request) -> Response:
     ctx = context(request)
-    tenant = ctx.auth.tenant(request)
+    tenant = ctx.tenant(request)
     stream = _stream_flag(request)
     after = _starting_after(request)
     message = await ctx.responses.find(tenant, request.path_params["response_id"])
     if not stream:
         return JSONResponse(rendered(message), headers=_ids(message))
     batches = await ctx.responses.events(message, heartbeat=ctx.settings.ping_interval)
-    return _stream(message, [], batches, after)
+    # A follower of an existing response, counted like a native `/events` subscriber.
+    with ctx.subscriptions.admit(message.id) as slot:
+        return _stream(message, [], batches, after, slot=slot.keep())
 
 
 @openai_endpoint
 async def cancel_response(request: Request) -> Response:
     ctx = context(request)
-    tenant = ctx.auth.tenant(request)
+    tenant = ctx.tenant(request)
     message = await ctx.responses.find(tenant, request.path_params["response_id"])
     try:
         final = await ctx.chat.cancel(tenant, message.id)
@@ -184,7 +198,7 @@ async def cancel_response(request: Request) -> Response:
 @openai_endpoint
 async def delete_response(request: Request) -> Response:
     ctx = context(request)
-    tenant = ctx.auth.tenant(request)
+    tenant = ctx.tenant(request)
     deleted = await ctx.responses.delete(tenant, request.path_params["response_id"])
     return JSONResponse({"id": deleted, "object": "response", "deleted": True})
 
