@@ -22,6 +22,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from chatrelay import __version__
+from chatrelay.broker.base import BrokerOperation
 from chatrelay.errors import LimitKind
 from chatrelay.observe import GenerationOutcome, Observer, StorageOperation
 
@@ -191,6 +192,8 @@ class Metrics(Observer):
             ["operation"],
             registry=registry,
         )
+        for broker_operation in BrokerOperation:
+            self.broker_errors.labels(broker_operation.value)  # present at 0 from the start
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
@@ -254,5 +257,5 @@ class Metrics(Observer):
     def storage_error(self, operation: StorageOperation) -> None:
         self.database_errors.labels(operation.value).inc()
 
-    def broker_error(self, operation: str) -> None:
-        self.broker_errors.labels(code_label(operation)).inc()
+    def broker_error(self, operation: BrokerOperation) -> None:
+        self.broker_errors.labels(operation.value).inc()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from chatrelay.broker.base import BrokerOperation
 from chatrelay.models import Message, Status
 
 
@@ -94,7 +95,7 @@ class Observer:
     def storage_error(self, operation: StorageOperation) -> None:
         """The database failed an operation (a driver failure, not one of our bugs)."""
 
-    def broker_error(self, operation: str) -> None:
+    def broker_error(self, operation: BrokerOperation) -> None:
         """A broker shared between instances failed; the in-process broker never does."""
 
 
@@ -135,6 +136,6 @@ class Fanout(Observer):
         for observer in self._observers:
             observer.storage_error(operation)
 
-    def broker_error(self, operation: str) -> None:
+    def broker_error(self, operation: BrokerOperation) -> None:
         for observer in self._observers:
             observer.broker_error(operation)

@@ -20,6 +20,7 @@ from tests.fakes.service import ServiceProcess
 from tests.fakes.sse_client import Frame, frames
 from tests.fakes.upstream import Reply
 from tests.integration.helpers import new_conversation, post_accepted, wait_final
+from tests.integration.scrape import scrape
 
 pytestmark = pytest.mark.redis
 
@@ -166,6 +167,10 @@ async def test_redis_restarted_mid_stream_loses_nothing(stack: Stack, tmp_path: 
             assert owner.frames[-1].json["message"]["content"] == text
             assert other.wire == owner.wire, "B went on from the database, same ids and data"
             assert (await client_a.get("/readyz")).status_code == 200
+            # Operators see the outage: A failed writing events, B following them.
+            errors = "chatrelay_broker_errors_total"
+            assert (await scrape(client_a)).value(errors, operation="write") > 0
+            assert (await scrape(client_b)).value(errors, operation="follow") > 0
 
         # Following across instances works again, live.
         reply, _ = _slow_reply(20)

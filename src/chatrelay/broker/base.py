@@ -8,11 +8,29 @@ and `redis.RedisBroker` (events mirrored to Redis Streams, followed from any ins
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from enum import StrEnum
 from typing import Protocol
 
 from chatrelay.broker.event import EventKind, LogEvent
 from chatrelay.models import Message, ToolCallHead
+
+
+class BrokerOperation(StrEnum):
+    """What a shared broker failed at, as counted in `chatrelay_broker_errors_total`."""
+
+    WRITE = "write"  # mirroring a generation's events
+    READ = "read"  # loading a message's events for a subscriber here
+    FOLLOW = "follow"  # following a message generated on another instance
+    CONTROL = "control"  # the control channel (cancel, delete, watchers)
+
+
+# Told of every failure, so operators see them (the metrics); it must not raise.
+ErrorHook = Callable[[BrokerOperation], None]
+
+
+def ignore_error(_operation: BrokerOperation) -> None:
+    """The default `ErrorHook`."""
 
 
 class BrokerUnavailable(Exception):

@@ -26,6 +26,8 @@ from typing import Any, Literal, Protocol, TypedDict
 
 import redis.asyncio as redis
 
+from chatrelay.broker.base import BrokerOperation, ErrorHook, ignore_error
+
 log = logging.getLogger("chatrelay.control")
 
 _SUBSCRIBE_WAIT = 2.0  # seconds start() waits for the first subscription
@@ -110,7 +112,10 @@ class ControlBus(Protocol):
 class RedisControlBus:
     """The control channel over Redis pub/sub (see the module docstring)."""
 
-    def __init__(self, url: str, *, prefix: str, instance_id: str) -> None:
+    def __init__(
+        self, url: str, *, prefix: str, instance_id: str, on_error: ErrorHook = ignore_error
+    ) -> None:
+        self._on_error = on_error
         self._redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=None)
         self._prefix = prefix
         self._instance_id = instance_id
@@ -160,6 +165,7 @@ class RedisControlBus:
         except TimeoutError:
             return None
         except redis.RedisError as exc:
+            self._on_error(BrokerOperation.CONTROL)
             log.warning("control channel: request to %s failed: %s", instance_id, exc)
             return None
         finally:
@@ -170,6 +176,7 @@ class RedisControlBus:
         try:
             self._notices.put_nowait((self._channel(instance_id), envelope))
         except asyncio.QueueFull:
+            self._on_error(BrokerOperation.CONTROL)
             log.warning("control channel: notice to %s dropped (Redis backlog)", instance_id)
 
     async def aclose(self) -> None:
@@ -189,6 +196,7 @@ class RedisControlBus:
                 async with asyncio.timeout(_NOTICE_SEND_TIMEOUT):
                     await self._redis.publish(channel, envelope)
             except (redis.RedisError, TimeoutError) as exc:
+                self._on_error(BrokerOperation.CONTROL)
                 log.warning("control channel: notice to %s lost: %r", channel, exc)
 
     async def _listen(self) -> None:
@@ -205,6 +213,7 @@ class RedisControlBus:
                         self._receive(message["data"])
             except Exception as exc:  # Redis gone or restarted: resubscribe, never give up
                 self._subscribed.clear()
+                self._on_error(BrokerOperation.CONTROL)
                 log.warning("control channel: %s; resubscribing in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_DELAY)
@@ -246,4 +255,5 @@ class RedisControlBus:
         try:
             await self._redis.publish(self._channel(reply_to), answer)
         except redis.RedisError as exc:
+            self._on_error(BrokerOperation.CONTROL)
             log.warning("control channel: reply to %s lost: %s", reply_to, exc)

@@ -33,6 +33,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
+from chatrelay.broker.base import BrokerOperation, ErrorHook, ignore_error
 from chatrelay.broker.codec import decode_entries, encode_event
 from chatrelay.broker.event import EventKind, LogEvent
 from chatrelay.broker.memory import MemoryTopic
@@ -138,8 +139,10 @@ class RedisBroker:
         live_ttl: float = 3600.0,
         max_events: int = 200_000,
         max_readers: int = 1000,
+        on_error: ErrorHook = ignore_error,
     ) -> None:
         self._url = url
+        self._on_error = on_error
         self._password = urlsplit(url).password
         self._prefix = prefix
         self._finished_ttl = max(1, int(finished_ttl))
@@ -225,7 +228,7 @@ class RedisBroker:
             for topic in topics:
                 if topic.message_id in self._owned:
                     self._dirty.setdefault(topic.message_id, topic)
-            self._note_failure("writing events", failure)
+            self._note_failure("writing events", failure, BrokerOperation.WRITE)
             backoff = min(_BACKOFF_MAX, max(_BACKOFF_FIRST, backoff * 2))
             await asyncio.sleep(backoff)
 
@@ -263,7 +266,8 @@ class RedisBroker:
             await self._client.script_load(_APPEND)
         return failure
 
-    def _note_failure(self, what: str, exc: BaseException) -> None:
+    def _note_failure(self, what: str, exc: BaseException, operation: BrokerOperation) -> None:
+        self._on_error(operation)
         reason = self._scrub(f"{what}: {type(exc).__name__}: {exc}")
         if self._problem is None:
             log.warning("redis broker unavailable (%s); generations go on, events kept", reason)
@@ -322,7 +326,7 @@ class RedisBroker:
         try:
             entries = await self._client.xrange(key, "-", "+")
         except _FAILURES as exc:
-            self._note_failure("reading events", exc)
+            self._note_failure("reading events", exc, BrokerOperation.READ)
             return None
         if not self._dirty:
             self._note_success()  # (with a backlog, the flusher says when it is written)
@@ -345,7 +349,9 @@ class RedisBroker:
         existing = self._remote.get(message_id)
         if existing is not None and not existing.failed:
             return existing  # another subscriber loaded it meanwhile
-        topic = RemoteTopic(message_id, key, events, lambda: self._forget(message_id, topic))
+        topic = RemoteTopic(
+            message_id, key, events, lambda: self._forget(message_id, topic), self._on_error
+        )
         if not topic.closed:
             self._remote[message_id] = topic
             topic.task = loop.create_task(

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from chatrelay.broker.base import BrokerUnavailable
+from chatrelay.broker.base import BrokerOperation, BrokerUnavailable, ErrorHook, ignore_error
 from chatrelay.broker.codec import decode_entries, entry_id, stream_entries
 from chatrelay.broker.event import EventKind, LogEvent
 from chatrelay.errors import BadRequest
@@ -36,6 +36,7 @@ class RemoteTopic:
         "_events",
         "_failure",
         "_key",
+        "_on_error",
         "_on_gone",
         "_readers",
         "_stopping",
@@ -45,7 +46,12 @@ class RemoteTopic:
     )
 
     def __init__(
-        self, message_id: str, key: str, events: list[LogEvent], on_gone: Callable[[], None]
+        self,
+        message_id: str,
+        key: str,
+        events: list[LogEvent],
+        on_gone: Callable[[], None],
+        on_error: ErrorHook = ignore_error,
     ) -> None:
         self.message_id = message_id
         self._key = key
@@ -55,6 +61,7 @@ class RemoteTopic:
         self._readers = 0
         self._unwatched_since = asyncio.get_running_loop().time()
         self._on_gone = on_gone
+        self._on_error = on_error
         self._stopping = False
         self.task: asyncio.Task[None] | None = None
 
@@ -163,6 +170,7 @@ class RemoteTopic:
                 self._events.extend(batch)
                 self._wake()
         except (RedisError, OSError, TimeoutError, ValueError) as exc:
+            self._on_error(BrokerOperation.FOLLOW)
             self._fail(f"{type(exc).__name__}: {exc}")
         finally:
             if not self.closed:

@@ -120,10 +120,14 @@ def create_app(
                     prefix=settings.redis_prefix,
                     finished_ttl=settings.redis_finished_ttl,
                     max_events=settings.redis_max_events,
+                    on_error=observer.broker_error,
                 )
                 log.info("%s", broker.description)
                 control = RedisControlBus(
-                    settings.redis_url, prefix=settings.redis_prefix, instance_id=instance_id
+                    settings.redis_url,
+                    prefix=settings.redis_prefix,
+                    instance_id=instance_id,
+                    on_error=observer.broker_error,
                 )
             engine = await Engine.start(
                 repo,
