@@ -7,6 +7,7 @@ bounds are seconds: TTL + sweep interval (TTL / 3) + the follower's poll.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 from tests.conftest import Stack
@@ -92,3 +93,28 @@ async def test_a_live_owner_outlives_many_lease_ttls(stack: Stack) -> None:
     assert stored["status"] == "completed"
     assert stored["content"] == "".join(tokens)
     assert seen_on_b[-1].event == "done"
+
+
+async def test_a_stalled_owner_that_still_listens_is_not_overruled(stack: Stack) -> None:
+    """A live owner whose event loop stalls past its lease (here: SIGSTOP for 3 TTLs, as an
+    overloaded process misses renewals) keeps its message: it is still subscribed to its
+    control channel, which a dead process never is. Resumed, it finishes the answer."""
+    env = {**scale_out_env(), "CHATRELAY_LEASE_TTL": "1"}
+    a, b = stack.service(**env), stack.service(**env)
+    tokens = [f"s{i} " for i in range(30)]
+    stack.upstream.enqueue(Reply(tokens=tokens, delay=0.05))
+    async with stack.client(a) as on_a, stack.client(b) as on_b:
+        cid = await new_conversation(on_a)
+        mid = (await post_accepted(on_a, cid, "stall"))["assistant_message"]["id"]
+        await read_deltas(on_a, mid, 2)
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(3.5)  # B sweeps every 1/3 s; A's lease expired long ago
+            during = (await on_b.get(f"/v1/messages/{mid}")).json()
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        assert during["status"] == "streaming", during.get("error")
+        stored = await wait_final(on_b, mid)
+    assert stored["status"] == "completed"
+    assert stored["content"] == "".join(tokens)

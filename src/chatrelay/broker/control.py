@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Literal, Protocol, TypedDict
 
 import redis.asyncio as redis
@@ -106,6 +106,10 @@ class ControlBus(Protocol):
         """Send without a reply, in order with this process's other notices."""
         ...
 
+    async def listening(self, instance_ids: Collection[str]) -> set[str] | None:
+        """Which of these instances listen on the bus now; None when the bus cannot say."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -170,6 +174,24 @@ class RedisControlBus:
             return None
         finally:
             self._pending.pop(request_id, None)
+
+    async def listening(self, instance_ids: Collection[str]) -> set[str] | None:
+        """`PUBSUB NUMSUB` of their channels. Redis drops a subscription when its
+        connection closes, so a process that died listens nowhere, while one that is alive
+        but stalled (a starved event loop, a database queue) still does."""
+        ids = list(instance_ids)
+        if not ids:
+            return set()
+        try:
+            async with asyncio.timeout(_NOTICE_SEND_TIMEOUT):
+                counts = await self._redis.pubsub_numsub(*(self._channel(i) for i in ids))
+        except (redis.RedisError, OSError, TimeoutError):
+            self._on_error(BrokerOperation.CONTROL)
+            return None
+        listened = {
+            (c.decode() if isinstance(c, bytes) else str(c)) for c, n in counts if int(n) > 0
+        }
+        return {i for i in ids if self._channel(i) in listened}
 
     def notify(self, instance_id: str, command: Command) -> None:
         envelope = json.dumps({"command": command}).encode()

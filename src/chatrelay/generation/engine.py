@@ -80,7 +80,7 @@ class Engine:
             poll_interval=poll_interval,
             max_per_message=max_subscribers_per_message,
         )
-        leases = Leases(repo, broker, registry.running, ttl=repo.lease_ttl)
+        leases = Leases(repo, broker, registry.running, ttl=repo.lease_ttl, control=control)
         leases.start()
         peers = Peers(repo, registry, control)
         await peers.start()

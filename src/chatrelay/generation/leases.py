@@ -18,6 +18,13 @@ One task per instance, every `ttl / 3` s:
 Not piggybacked on the checkpointer: that one only writes when text changed, and a
 generation waiting on a slow upstream still needs its lease renewed.
 
+With a control bus (Redis), an expired lease is not enough: the sweep spares every
+owner still subscribed to its control channel (`ControlBus.listening`). Redis drops a
+dead process's subscription with its connection, so a dead owner is still closed within
+the lease bound, while a live one that missed its renewals — its event loop starved under
+overload, its write queued behind thousands in SQLite — is never overruled. When Redis
+cannot say, the lease alone decides.
+
 A dead owner's message is closed within TTL + TTL/3 of its last renewal. If this
 instance itself could not renew for a whole TTL (database unreachable from here only),
 another instance may close its messages; a generation here that finds itself swept is
@@ -31,6 +38,7 @@ import logging
 from collections.abc import Callable
 
 from chatrelay.broker.base import Broker
+from chatrelay.broker.control import ControlBus
 from chatrelay.errors import StorageError
 from chatrelay.generation.replay import events_from_message
 from chatrelay.generation.runner import Generation, StopReason
@@ -49,8 +57,10 @@ class Leases:
         running: Callable[[], list[Generation]],
         *,
         ttl: float,
+        control: ControlBus | None = None,
     ) -> None:
         self._repo = repo
+        self._control = control
         self._broker = broker
         self._running = running
         self.ttl = ttl
@@ -70,7 +80,9 @@ class Leases:
         running = self._running()
         if running:
             await self._repo.renew_leases()
-        swept = await self._repo.interrupt_orphans(OrphanScope.EXPIRED, _SWEPT)
+        swept = await self._repo.interrupt_orphans(
+            OrphanScope.EXPIRED, _SWEPT, spare=await self._alive()
+        )
         if not swept:
             return 0
         ours = {g.message.id: g for g in running}
@@ -84,6 +96,20 @@ class Leases:
             except Exception:
                 log.exception("could not publish the end of %s", message.id)
         return len(swept)
+
+    async def _alive(self) -> set[str]:
+        """Owners of expired leases known to be alive (this instance included)."""
+        if self._control is None:
+            return set()
+        me = self._control.instance_id
+        owners = await self._repo.expired_owners()
+        if not owners - {me}:
+            return owners
+        listening = await self._control.listening(owners - {me})
+        alive = (listening or set()) | ({me} & owners)
+        for owner in sorted(owners - alive):
+            log.info("instance %s stopped renewing its leases and listens nowhere", owner)
+        return alive
 
     async def _loop(self) -> None:
         while True:

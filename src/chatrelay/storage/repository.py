@@ -6,7 +6,7 @@ simply not found.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -524,9 +524,22 @@ class Repository:
                 {"ttl": self.lease_ttl, "owner": self.instance_id},
             )
 
-    async def interrupt_orphans(self, scope: OrphanScope, reason: str) -> list[Message]:
+    async def expired_owners(self) -> set[str]:
+        """The instances recorded as generating a `streaming` message whose lease expired."""
+        async with self.db.unit() as unit:
+            rows = await unit.fetch_all(
+                "SELECT DISTINCT owner FROM messages WHERE status = 'streaming' "
+                f"AND owner IS NOT NULL AND lease_expires_at < {self.db.clock_sql}",
+                {},
+            )
+        return {str(r["owner"]) for r in rows}
+
+    async def interrupt_orphans(
+        self, scope: OrphanScope, reason: str, *, spare: Collection[str] = ()
+    ) -> list[Message]:
         """Close `streaming` messages nobody generates any more as `interrupted`, keeping
-        their last checkpoint; returns them as closed.
+        their last checkpoint; returns them as closed. Messages of the `spare` owners are
+        left alone whatever their lease says (they are known to be alive).
 
         One conditional UPDATE: a lease renewed a moment ago no longer matches, so a live
         owner is never overruled (PostgreSQL re-checks the condition on a row it waited for).
@@ -537,13 +550,21 @@ class Repository:
             condition += f" AND {expired}"
         elif scope is OrphanScope.EXPIRED_OR_UNLEASED:
             condition += f" AND (lease_expires_at IS NULL OR {expired})"
-        now = now_iso()
+        values: dict[str, Any] = {
+            "error": _dumps({"code": _INTERRUPTED_ERROR, "message": reason}),
+            "now": now_iso(),
+        }
+        spared = sorted(spare)
+        if spared:
+            names = [f":spare{i}" for i in range(len(spared))]
+            condition += f" AND (owner IS NULL OR owner NOT IN ({', '.join(names)}))"
+            values.update({f"spare{i}": owner for i, owner in enumerate(spared)})
         async with self.db.unit() as unit:
             rows = await unit.fetch_all(
                 "UPDATE messages SET status = 'interrupted', error = :error, "
                 f"completed_at = :now, updated_at = :now WHERE {condition} "
                 f"RETURNING {_MESSAGE_COLUMNS}",
-                {"error": _dumps({"code": _INTERRUPTED_ERROR, "message": reason}), "now": now},
+                values,
             )
         return [_message(r) for r in rows]
 
