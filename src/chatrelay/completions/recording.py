@@ -208,20 +208,28 @@ class ChatCompletions:
         Sequence numbers (and, for a new conversation, its id) are the repository's."""
         drafts = [draft_message(tenant, conversation_id, m, now) for m in new]
         drafts.append(
-            Message(
-                id=new_id("msg"),
-                conversation_id=conversation_id,
-                tenant=tenant,
-                seq=0,
-                role="assistant",
-                content="",
-                status=Status.STREAMING,
-                model=model,
-                created_at=now,
-                params=dict(request.passthrough),
-            )
+            streaming_assistant(tenant, conversation_id, model, now, dict(request.passthrough))
         )
         return drafts
+
+
+def streaming_assistant(
+    tenant: str, conversation_id: str, model: str, now: str, params: dict[str, Any]
+) -> Message:
+    """The assistant message a generation is about to fill, as stored before it starts.
+    Its id is new; its sequence number is the repository's."""
+    return Message(
+        id=new_id("msg"),
+        conversation_id=conversation_id,
+        tenant=tenant,
+        seq=0,  # assigned by the repository
+        role="assistant",
+        content="",
+        status=Status.STREAMING,
+        model=model,
+        created_at=now,
+        params=params,
+    )
 
 
 def draft_message(tenant: str, conversation_id: str, message: dict[str, Any], now: str) -> Message:

@@ -15,13 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 from chatrelay.clock import now_iso
-from chatrelay.completions.recording import draft_message, title_of
+from chatrelay.completions.recording import draft_message, streaming_assistant, title_of
 from chatrelay.errors import NotFound
 from chatrelay.generation.peers import Peers
 from chatrelay.generation.registry import GenerationRegistry
 from chatrelay.generation.runner import StopReason
 from chatrelay.generation.subscription import Batches, Subscriptions
-from chatrelay.ids import new_id
 from chatrelay.models import Message, Status
 from chatrelay.responses import objects
 from chatrelay.responses.request import ResponsesRequest
@@ -75,7 +74,15 @@ class Responses:
         drafts = [
             draft_message(tenant, conversation_id or "", m, now) for m in request.input_messages
         ]
-        drafts.append(self._assistant(tenant, conversation_id or "", request, model, now))
+        drafts.append(
+            streaming_assistant(
+                tenant,
+                conversation_id or "",
+                model,
+                now,
+                {objects.SETTINGS_KEY: request.settings()},
+            )
+        )
         if conversation_id is None:
             _, stored = await self.repo.create_conversation(
                 tenant=tenant,
@@ -98,23 +105,6 @@ class Responses:
         }
         self.registry.launch(assistant, body, slot=slot)
         return assistant
-
-    @staticmethod
-    def _assistant(
-        tenant: str, conversation_id: str, request: ResponsesRequest, model: str, now: str
-    ) -> Message:
-        return Message(
-            id=new_id("msg"),
-            conversation_id=conversation_id,
-            tenant=tenant,
-            seq=0,
-            role="assistant",
-            content="",
-            status=Status.STREAMING,
-            model=model,
-            created_at=now,
-            params={objects.SETTINGS_KEY: request.settings()},
-        )
 
     async def _history(self, previous: Message) -> list[dict[str, Any]]:
         """The conversation up to and including `previous`, as the upstream is sent it.
