@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers > 1:
         return _serve_workers(args, settings)
 
+    from chatrelay import collector
     from chatrelay.web import log_redaction
     from chatrelay.web.app import create_app
     from chatrelay.web.server import DrainingServer, server_config
@@ -230,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     log_redaction.install()
     _warn_about_descriptors(settings.max_connections)
     server = DrainingServer(config, app, settings.shutdown_grace)
+    collector.tune(settings.gc_threshold)
     server.run()
     return 0 if server.started else 1
 

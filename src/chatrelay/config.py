@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from chatrelay.collector import DEFAULT_YOUNG_THRESHOLD
 from chatrelay.config_upstreams import UpstreamSettings, UpstreamTimeouts, load_upstreams
 from chatrelay.config_upstreams import base_url as upstream_base_url
 from chatrelay.errors import ConfigError
@@ -53,6 +54,7 @@ class Settings:
     max_content_chars: int = 200_000
     context_tokens: int = 64_000
     checkpoint_interval: float = 1.0
+    gc_threshold: int = DEFAULT_YOUNG_THRESHOLD  # collector.py; 0 keeps CPython's 700
     finished_log_ttl: float = 30.0
     stream_token_ttl: float = 3600.0
     include_usage: bool = True
@@ -335,6 +337,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         max_content_chars=_int(env, "CHATRELAY_MAX_CONTENT_CHARS", 200_000, minimum=1),
         context_tokens=_int(env, "CHATRELAY_CONTEXT_TOKENS", 64_000),
         checkpoint_interval=_float(env, "CHATRELAY_CHECKPOINT_INTERVAL", 1.0, minimum=0.05),
+        gc_threshold=_int(env, "CHATRELAY_GC_THRESHOLD", DEFAULT_YOUNG_THRESHOLD),
         finished_log_ttl=finished_log_ttl,
         stream_token_ttl=_float(env, "CHATRELAY_STREAM_TOKEN_TTL", 3600.0, minimum=1.0),
         include_usage=_bool(env, "CHATRELAY_INCLUDE_USAGE", True),

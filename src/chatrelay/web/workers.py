@@ -174,6 +174,7 @@ def _worker_main(spec: WorkerSpec, sock: socket.socket, parent: Connection) -> N
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
+    from chatrelay import collector
     from chatrelay.web import log_redaction
     from chatrelay.web.app import create_app
 
@@ -190,6 +191,7 @@ def _worker_main(spec: WorkerSpec, sock: socket.socket, parent: Connection) -> N
     )
     log_redaction.install()
     server = WorkerServer(config, app, spec.settings.shutdown_grace, spec, parent)
+    collector.tune(spec.settings.gc_threshold)
     server.run(sockets=[sock])
     raise SystemExit(0 if server.started else 1)
 
