@@ -14,7 +14,7 @@ from typing import Any
 from chatrelay.clock import now_iso
 from chatrelay.errors import NotFound
 from chatrelay.ids import new_id
-from chatrelay.json_values import dumps_compact, loads_lenient
+from chatrelay.json_values import dumps_compact, dumps_fast, loads_lenient
 from chatrelay.models import Conversation, Message, PieceKind, Status, scrub_nul
 from chatrelay.storage.database import Database, Row, Unit
 
@@ -57,6 +57,13 @@ _FINAL_FIELDS = frozenset(
 
 def _dumps(value: Any) -> str | None:
     return None if value is None else dumps_compact(value)
+
+
+def _dumps_generated(value: list[dict[str, Any]] | None) -> str | None:
+    """What a generation built itself (tool calls, all strings): orjson, 10x faster than
+    the standard library on the checkpoint path, which writes every running message each
+    interval. `pieces` (kinds and integers) go through orjson directly, tuples and all."""
+    return None if value is None else dumps_fast(value)
 
 
 def _loads(value: str | None) -> Any:
@@ -124,9 +131,9 @@ def _raw_message_values(message: Message, updated_at: str) -> dict[str, Any]:
         "error": _dumps(message.error),
         "reasoning": message.reasoning,
         "refusal": message.refusal,
-        "tool_calls": _dumps(message.tool_calls),
+        "tool_calls": _dumps_generated(message.tool_calls),
         "params": _dumps(message.params) or "{}",
-        "pieces": _dumps([list(p) for p in message.pieces]) or "[]",
+        "pieces": dumps_fast(message.pieces),
         "created_at": message.created_at,
         "updated_at": updated_at,
         "completed_at": message.completed_at,
@@ -473,8 +480,8 @@ class Repository:
                         "id": m.id,
                         "content": scrub_nul(m.content),
                         "reasoning": None if m.reasoning is None else scrub_nul(m.reasoning),
-                        "tool_calls": _dumps(m.tool_calls),
-                        "pieces": _dumps([list(p) for p in m.pieces]),
+                        "tool_calls": _dumps_generated(m.tool_calls),
+                        "pieces": dumps_fast(m.pieces),
                         "now": now,
                     }
                     for m in messages
