@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sse_starlette import EventSourceResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from chatrelay.broker.event import EventKind, LogEvent
 from chatrelay.slots import Slot
@@ -49,7 +49,29 @@ def encode_frame(event: LogEvent) -> str:
     return frame
 
 
-class SlottedEventStream(EventSourceResponse):
+class RelayEventStream(EventSourceResponse):
+    """sse-starlette's response, without a cancel scope around every send.
+
+    sse-starlette wraps each send in `anyio.move_on_after(send_timeout)`, a cancel scope
+    entered and left per event even when the timeout is None, as it is here: a stalled
+    reader is bounded below the app, by the protocol's write timeout
+    (`web/http_protocol.py`). Those scopes were 3-4 % of the relay's CPU with 2,000 held
+    streams (py-spy, docs/benchmarks.md). With a timeout set, sse-starlette's own path
+    runs. Checked against sse-starlette 3.7 (`_send_with_timeout`, `_send_interrupted`).
+    """
+
+    async def _send_with_timeout(self, send: Send, message: Message) -> None:
+        if self.send_timeout is not None:
+            await super()._send_with_timeout(send, message)
+            return
+        try:
+            await send(message)
+        except BaseException:
+            self._send_interrupted = True
+            raise
+
+
+class SlottedEventStream(RelayEventStream):
     """An event stream holding a subscriber `Slot` until the response has ended: also when
     the client leaves before the body starts, when the body generator never runs."""
 
@@ -104,5 +126,5 @@ def event_stream(
         "sep": "\n",
     }
     if slot is None:
-        return EventSourceResponse(frames(), **options)
+        return RelayEventStream(frames(), **options)
     return SlottedEventStream(frames(), slot=slot, **options)

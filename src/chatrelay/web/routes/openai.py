@@ -11,7 +11,6 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 
-from sse_starlette import EventSourceResponse
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -29,7 +28,7 @@ from chatrelay.web.errors import (
     openai_recorded_error,
     openai_stream_error,
 )
-from chatrelay.web.sse import SSE_HEADERS
+from chatrelay.web.sse import SSE_HEADERS, RelayEventStream
 from chatrelay.web.validation import read_json_object
 
 log = logging.getLogger("chatrelay.web")
@@ -91,7 +90,7 @@ async def chat_completions(request: Request) -> Response:
         return openai_recorded_error(first.error, headers=ids)
     renderer = CompletionRenderer(assistant, include_usage=completion.include_usage)
     if completion.stream:
-        return EventSourceResponse(
+        return RelayEventStream(
             chunk_frames(renderer, events, openai_stream_error),
             headers={**SSE_HEADERS, **ids},
             ping=0,

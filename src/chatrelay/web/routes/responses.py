@@ -35,7 +35,7 @@ from chatrelay.web.routes.openai import (
     MESSAGE_HEADER,
     openai_endpoint,
 )
-from chatrelay.web.sse import SSE_HEADERS, SlottedEventStream
+from chatrelay.web.sse import SSE_HEADERS, RelayEventStream, SlottedEventStream
 from chatrelay.web.validation import read_json_object
 
 
@@ -109,7 +109,7 @@ def _stream(
         "sep": "\n",
     }
     if slot is None:
-        return EventSourceResponse(frames, **options)
+        return RelayEventStream(frames, **options)
     return SlottedEventStream(frames, slot=slot, **options)
 
 
