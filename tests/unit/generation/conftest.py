@@ -28,10 +28,8 @@ def intervals(request: pytest.FixtureRequest) -> dict[str, float]:
 @pytest.fixture
 async def harness(tmp_path: Path, intervals: dict[str, float]) -> AsyncIterator[Harness]:
     path = tmp_path / "chatrelay.db"
-    db = Database(f"sqlite:///{path}")
+    db = Database(f"sqlite:///{path}", busy_timeout_ms=BUSY_TIMEOUT_MS)
     await db.connect()
-    async with db.unit() as unit:
-        await unit.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     await apply_migrations(db)
     repo = SpyRepository(db)
     upstream = ScriptedUpstream()
