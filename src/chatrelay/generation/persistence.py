@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from chatrelay.errors import StorageError
-from chatrelay.models import Message
+from chatrelay.models import Message, PartialText
 from chatrelay.observe import NULL_OBSERVER, Observer, StorageOperation
 from chatrelay.storage.repository import Repository
 from chatrelay.storage.spool import Spool
@@ -39,7 +39,7 @@ class Checkpointable(Protocol):
     @property
     def finished(self) -> bool: ...
 
-    def snapshot(self) -> Message: ...
+    def partial(self) -> PartialText: ...
 
 
 class Persistence:
@@ -188,7 +188,7 @@ class Persistence:
                 generation.dirty = False
             try:
                 started = time.monotonic()
-                await self.repo.checkpoint([g.snapshot() for g in dirty])
+                await self.repo.checkpoint([g.partial() for g in dirty])
                 self._observer.checkpoint_written(time.monotonic() - started)
                 self._last_error = None
             except StorageError as exc:

@@ -21,7 +21,15 @@ from chatrelay.broker.event import EventKind
 from chatrelay.clock import now_iso
 from chatrelay.errors import ChatRelayError
 from chatrelay.generation.replay import as_started, terminal_kind
-from chatrelay.models import ErrorPayload, Message, PieceKind, Status, ToolCallHead, scrub_nul
+from chatrelay.models import (
+    ErrorPayload,
+    Message,
+    PartialText,
+    PieceKind,
+    Status,
+    ToolCallHead,
+    scrub_nul,
+)
 from chatrelay.observe import NULL_OBSERVER, GenerationOutcome, Observer
 from chatrelay.request_context import RequestInfo, current
 from chatrelay.upstream.assembler import ChunkAssembler, ChunkDelta, ToolCall, ToolCallPart
@@ -142,8 +150,18 @@ class Generation:
     # -- the run -----------------------------------------------------------------------
 
     def snapshot(self) -> Message:
-        """The message as generated so far (still `streaming`): the tool calls as their
-        events told them, so a checkpoint replays exactly what was published."""
+        """The message as generated so far (still `streaming`)."""
+        partial = self.partial()
+        return self.message.evolve(
+            content=partial.content,
+            reasoning=partial.reasoning,
+            tool_calls=partial.tool_calls,
+            pieces=partial.pieces,
+        )
+
+    def partial(self) -> PartialText:
+        """What a checkpoint saves: the tool calls as their events told them, so a
+        checkpoint replays exactly what was published."""
         tool_calls = [
             {
                 "id": head.id,
@@ -152,11 +170,12 @@ class Generation:
             }
             for head, arguments in zip(self._call_heads, self._call_arguments, strict=True)
         ]
-        return self.message.evolve(
-            content="".join(self._content),
-            reasoning="".join(self._reasoning) or None,
-            tool_calls=tool_calls or None,
-            pieces=list(self._pieces),
+        return PartialText(
+            self.message.id,
+            "".join(self._content),
+            "".join(self._reasoning) or None,
+            tool_calls or None,
+            list(self._pieces),
         )
 
     async def _run(self) -> None:

@@ -15,7 +15,7 @@ from chatrelay.clock import now_iso
 from chatrelay.errors import NotFound
 from chatrelay.ids import new_id
 from chatrelay.json_values import dumps_compact, dumps_fast, loads_lenient
-from chatrelay.models import Conversation, Message, PieceKind, Status, scrub_nul
+from chatrelay.models import Conversation, Message, PartialText, PieceKind, Status, scrub_nul
 from chatrelay.storage.database import Database, Row, Unit
 
 _MESSAGE_COLUMNS = (
@@ -467,7 +467,7 @@ class Repository:
             raise NotFound(f"message {message_id} not found")
         return _message(row)
 
-    async def checkpoint(self, messages: Sequence[Message]) -> None:
+    async def checkpoint(self, messages: Sequence[PartialText | Message]) -> None:
         """Save partial text of streaming messages; a finished message is never overwritten."""
         now = now_iso()
         async with self.db.unit(transaction=True) as unit:
