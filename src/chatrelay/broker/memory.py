@@ -1,7 +1,7 @@
 """The in-process broker: each topic is a list in memory and an `asyncio.Event`.
 
-A publish appends and wakes every waiting reader by swapping in a fresh `asyncio.Event`
-and setting the old one — a broadcast without a queue per subscriber. Readers keep their
+A publish appends and wakes every waiting reader by setting and at once clearing one
+`asyncio.Event` — a broadcast without a queue per subscriber. Readers keep their
 own cursors, so memory per message is the message's own events.
 """
 
@@ -51,8 +51,10 @@ class MemoryTopic:
             raise RuntimeError(f"event log of {self.message_id} is closed")
         event = LogEvent(len(self._events) + 1, kind, text, message, index=index, call=call)
         self._events.append(event)
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        # Set wakes every waiter now; clear re-arms the same Event for the next publish
+        # (a woken waiter returns whatever the flag says later): no Event per publish.
+        self._changed.set()
+        self._changed.clear()
         return event
 
     def check_cursor(self, cursor: int | None) -> None:
