@@ -521,7 +521,8 @@ def write_doc(
         "`../shared/bench` (its README says what each scenario does); relay pinned to one "
         "core, SQLite with checkpoints on. `project` is chatrelay's `/v1/chat/completions`, "
         "`project-native` its own endpoint. Only ratios measured side by side in one run "
-        "mean anything on this machine.",
+        "mean anything on this machine. Where the time and the memory go, and what limits "
+        "the targets not met: [performance.md](performance.md).",
         "",
         "## End to end",
         "",
