@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 
 from chatrelay.errors import (
@@ -77,13 +78,16 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
         raise BadRequest("request body nests too deeply", code="invalid_json") from None
     if not isinstance(value, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_json")
+    # A \ud800-style escape decodes to a lone surrogate, which no UTF-8 store accepts.
     try:
-        # A \ud800-style escape decodes to a lone surrogate, which no UTF-8 store accepts.
-        json.dumps(value, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        raise BadRequest(
-            "request body contains an unpaired UTF-16 surrogate escape", code="invalid_json"
-        ) from None
+        orjson.dumps(value)  # fast; refuses lone surrogates (and integers beyond 64 bits)
+    except TypeError:
+        try:
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise BadRequest(
+                "request body contains an unpaired UTF-16 surrogate escape", code="invalid_json"
+            ) from None
     return value
 
 
