@@ -1,8 +1,11 @@
-"""The in-process broker: each topic is a list in memory and an `asyncio.Event`.
+"""The in-process broker: each topic is a list in memory and the futures of its waiting
+readers.
 
-A publish appends and wakes every waiting reader by setting and at once clearing one
-`asyncio.Event` — a broadcast without a queue per subscriber. Readers keep their
-own cursors, so memory per message is the message's own events.
+A publish appends and resolves every waiting reader's future — a broadcast without a
+queue per subscriber. Readers keep their own cursors, so memory per message is the
+message's own events. A reader's heartbeat is one loop timer that moves only when it
+fires (`_Heartbeat`), not an `asyncio.timeout` entered and left around every wait:
+those were 4 % of the relay's CPU with 2,000 streams held (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ from chatrelay.models import Message, ToolCallHead
 class MemoryTopic:
     """Append-only, in memory, for one running (or just finished) generation."""
 
-    __slots__ = ("_changed", "_events", "message_id")
+    __slots__ = ("_events", "_waiters", "message_id")
 
     def __init__(self, message_id: str) -> None:
         self.message_id = message_id
         self._events: list[LogEvent] = []
-        self._changed = asyncio.Event()
+        self._waiters: list[asyncio.Future[bool]] = []  # readers waiting for the next event
 
     @property
     def closed(self) -> bool:
@@ -51,10 +54,11 @@ class MemoryTopic:
             raise RuntimeError(f"event log of {self.message_id} is closed")
         event = LogEvent(len(self._events) + 1, kind, text, message, index=index, call=call)
         self._events.append(event)
-        # Set wakes every waiter now; clear re-arms the same Event for the next publish
-        # (a woken waiter returns whatever the flag says later): no Event per publish.
-        self._changed.set()
-        self._changed.clear()
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():  # a reader cancelled meanwhile has a cancelled one
+                    waiter.set_result(True)
         return event
 
     def check_cursor(self, cursor: int | None) -> None:
@@ -68,22 +72,68 @@ class MemoryTopic:
         send it in one write instead of one per event."""
         events = self._events
         position = cursor or 0
-        while True:
-            if position < len(events):
-                batch = events[position:]
-                position += len(batch)
-                yield batch
-                if batch[-1].is_terminal:
-                    return
-                continue
-            if heartbeat is None:
-                await self._changed.wait()
-                continue
-            try:
-                async with asyncio.timeout(heartbeat):
-                    await self._changed.wait()
-            except TimeoutError:
-                yield []
+        loop = asyncio.get_running_loop()
+        beat = None if heartbeat is None else _Heartbeat(loop, heartbeat)
+        try:
+            while True:
+                if position < len(events):
+                    batch = events[position:]
+                    position += len(batch)
+                    if beat is not None:
+                        beat.quiet_since = loop.time()
+                    yield batch
+                    if batch[-1].is_terminal:
+                        return
+                    continue
+                waiter: asyncio.Future[bool] = loop.create_future()
+                self._waiters.append(waiter)
+                if beat is not None:
+                    beat.waiter = waiter
+                try:
+                    published = await waiter  # False: the heartbeat is due
+                except BaseException:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
+                    raise
+                finally:
+                    if beat is not None:
+                        beat.waiter = None
+                if not published and beat is not None:
+                    beat.quiet_since = loop.time()
+                    yield []
+        finally:
+            if beat is not None:
+                beat.close()
+
+
+class _Heartbeat:
+    """Wakes its reader with False when nothing was yielded for `every` seconds.
+
+    The timer is not moved per event: when it fires early (something was yielded since it
+    was set) it goes back to sleep until `every` after the last yield.
+    """
+
+    __slots__ = ("_every", "_loop", "_timer", "quiet_since", "waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, every: float) -> None:
+        self._loop, self._every = loop, every
+        self.quiet_since = loop.time()
+        self.waiter: asyncio.Future[bool] | None = None
+        self._timer = loop.call_at(self.quiet_since + every, self._due)
+
+    def _due(self) -> None:
+        now = self._loop.time()
+        due_at = self.quiet_since + self._every
+        if now >= due_at:
+            waiter = self.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(False)
+            # Otherwise the reader is busy writing: the next beat is a period from now.
+            due_at = now + self._every
+        self._timer = self._loop.call_at(due_at, self._due)
+
+    def close(self) -> None:
+        self._timer.cancel()
 
 
 class MemoryBroker:

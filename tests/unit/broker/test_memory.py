@@ -68,3 +68,41 @@ async def test_broker_finds_open_topics_until_discarded() -> None:
     broker.discard("msg_1")
     assert await broker.find("msg_1") is None
     broker.discard("msg_1")  # idempotent
+
+
+async def test_heartbeats_repeat_while_quiet_and_not_while_events_flow() -> None:
+    topic = MemoryTopic("m")
+    topic.publish(EventKind.START)
+    reader = topic.read_batches(1, heartbeat=0.05)
+    quiet = [await asyncio.wait_for(anext(reader), 1) for _ in range(3)]
+    assert quiet == [[], [], []], "a heartbeat every period while nothing happens"
+
+    received: list[list[str]] = []
+
+    async def read() -> None:
+        async for batch in reader:
+            received.append([e.text for e in batch])
+
+    reading = asyncio.create_task(read())
+    for i in range(15):  # an event every 20 ms: more often than the 50 ms heartbeat
+        topic.publish(EventKind.DELTA, text=str(i))
+        await asyncio.sleep(0.02)
+    topic.publish(EventKind.DONE)
+    await asyncio.wait_for(reading, 1)
+    assert [] not in received, "no heartbeat between events closer than its period"
+    assert [t for batch in received for t in batch][:15] == [str(i) for i in range(15)]
+
+
+async def test_a_reader_cancelled_while_waiting_leaves_the_others_alone() -> None:
+    topic = MemoryTopic("m")
+    topic.publish(EventKind.START)
+    gone, staying = topic.read_batches(1, heartbeat=0.05), topic.read_batches(1)
+    waiting_gone = asyncio.ensure_future(anext(gone))
+    waiting_staying = asyncio.ensure_future(anext(staying))
+    await asyncio.sleep(0)
+    waiting_gone.cancel()
+    await asyncio.gather(waiting_gone, return_exceptions=True)
+    await gone.aclose()  # its heartbeat timer goes with it
+    topic.publish(EventKind.DELTA, text="after")
+    batch = await asyncio.wait_for(waiting_staying, 1)
+    assert [e.text for e in batch] == ["after"]
