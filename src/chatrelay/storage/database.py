@@ -76,10 +76,7 @@ WAL_CHECKPOINT_INTERVAL = 1.0  # seconds between WAL checkpoints while writes ha
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    return "locked" in str(exc) or "busy" in str(exc)
+    return (exc.sqlite_errorcode & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _waiting(connection: sqlite3.Connection, call: Callable[[], _T], busy_timeout_ms: int) -> _T:
@@ -113,10 +110,11 @@ class SQLiteUnit(Unit):
     (the module's docstring says why and what is kept off it).
     """
 
-    def __init__(self, connection: Connection, busy_timeout_ms: int) -> None:
+    def __init__(
+        self, connection: Connection, sqlite: sqlite3.Connection, busy_timeout_ms: int
+    ) -> None:
         super().__init__(connection)
-        self._raw = connection.raw_connection
-        self._sqlite: sqlite3.Connection = self._raw._conn
+        self._sqlite = sqlite
         self._busy_timeout_ms = busy_timeout_ms
 
     async def _run(self, call: Callable[[], _T]) -> _T:
@@ -163,6 +161,7 @@ class Database:
         options = {"check_same_thread": False} if self.dialect == "sqlite" else {}
         self._db = databases.Database(url, **options)
         self._shared: Connection | None = None
+        self._sqlite: sqlite3.Connection | None = None  # the sqlite3 connection behind it
         self._lock = asyncio.Lock()
         self._checkpointer: asyncio.Task[None] | None = None
 
@@ -191,6 +190,7 @@ class Database:
             if self.is_sqlite:
                 self._shared = Connection(self._db, self._db._backend)
                 await self._shared.__aenter__()
+                self._sqlite = self._shared.raw_connection._conn
                 for pragma in (
                     "PRAGMA journal_mode=WAL",
                     "PRAGMA synchronous=NORMAL",
@@ -201,7 +201,7 @@ class Database:
                     await self._shared.execute(pragma)
                 self._shared.raw_connection.row_factory = sqlite3.Row
                 self._checkpointer = asyncio.create_task(
-                    self._checkpoint_wal(self._shared.raw_connection._conn),
+                    self._checkpoint_wal(self._sqlite),
                     name="sqlite wal checkpoints",
                 )
         except Exception as exc:
@@ -241,15 +241,16 @@ class Database:
             async with self._lock:
                 await self._shared.__aexit__()
                 self._shared = None
+                self._sqlite = None
         await self._db.disconnect()
 
     @asynccontextmanager
     async def unit(self, *, transaction: bool = False) -> AsyncIterator[Unit]:
         """Borrow a connection; with `transaction=True` everything inside commits or not at all."""
         try:
-            if self._shared is not None:
+            if self._shared is not None and self._sqlite is not None:
                 async with self._lock:
-                    unit = SQLiteUnit(self._shared, self.busy_timeout_ms)
+                    unit = SQLiteUnit(self._shared, self._sqlite, self.busy_timeout_ms)
                     if not transaction:
                         yield unit
                     else:
