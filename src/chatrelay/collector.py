@@ -8,7 +8,7 @@ the older ones walk the whole held heap again and again. Measured under the harn
 concurrency scenario (2,000 streams arriving over 2 s), the collector was about a fifth
 of the relay's CPU: disabling it entirely cut CPU by 23 % and time to first token p50
 by a third; a young threshold of 50,000 got nearly all of that back while cycles are
-still collected (docs/benchmarks.md).
+still collected (docs/performance.md).
 
 `tune` also freezes what exists once the app has started (modules, routes, settings,
 the pools): those objects live for the whole process, and frozen ones are never walked

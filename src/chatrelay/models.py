@@ -86,7 +86,7 @@ class PartialText(NamedTuple):
     """What a checkpoint saves of a message still streaming: the text so far, the tool
     calls as their events told them, the pieces. A tuple, not a `Message`: a checkpoint
     writes every running message each interval, and evolving a whole `Message` for it
-    was a third of the checkpoint's CPU with 2,000 streams held (docs/benchmarks.md)."""
+    was a third of the checkpoint's CPU with 2,000 streams held (docs/performance.md)."""
 
     id: str
     content: str

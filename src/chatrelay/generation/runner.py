@@ -44,7 +44,7 @@ Finalizer = Callable[[Message], Awaitable[None]]
 # all of them before any subscriber ran: the first token would wait behind the whole
 # burst (~350 µs for 20 tokens), and an OpenAI-route response, which is only built once
 # the first piece exists, would still be setting up its stream. Four turns cover that
-# set-up; later pieces are batched as they come (docs/benchmarks.md).
+# set-up; later pieces are batched as they come (docs/performance.md).
 EAGER_PIECES = 4
 
 

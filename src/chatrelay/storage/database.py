@@ -15,7 +15,7 @@ block are kept off the loop: a write that finds another process holding the writ
 it waits up to `BUSY_TIMEOUT_MS`), and WAL checkpoints, which write and sync the
 database file (automatic checkpoints are off; `_checkpoint_wal` runs them on a worker
 thread every `WAL_CHECKPOINT_INTERVAL` seconds after writes). Measured in
-docs/benchmarks.md.
+docs/performance.md.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ class RelayEventStream(EventSourceResponse):
     entered and left per event even when the timeout is None, as it is here: a stalled
     reader is bounded below the app, by the protocol's write timeout
     (`web/http_protocol.py`). Those scopes were 3-4 % of the relay's CPU with 2,000 held
-    streams (py-spy, docs/benchmarks.md). With a timeout set, sse-starlette's own path
+    streams (py-spy, docs/performance.md). With a timeout set, sse-starlette's own path
     runs. Checked against sse-starlette 3.7 (`_send_with_timeout`, `_send_interrupted`).
     """
 
