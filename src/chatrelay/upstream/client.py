@@ -44,7 +44,7 @@ from chatrelay.upstream.http_errors import Call, http_error, not_an_event_stream
 from chatrelay.upstream.redact import scrub
 from chatrelay.upstream.timeouts import Phase, timeout_error
 from chatrelay.upstream.tls import tls_context
-from chatrelay.upstream.transport import Trace, UpstreamTransport
+from chatrelay.upstream.transport import Trace, UpstreamTransport, body_chunks
 from chatrelay.upstream.watchdog import Watchdog
 
 log = logging.getLogger("chatrelay.upstream")
@@ -291,7 +291,7 @@ class UpstreamStream:
                 if "html" in content_type:
                     body = await _read_limited(response, bytearray(), _MAX_ERROR_BODY)
                     raise not_an_event_stream(body, content_type, secret, source=cfg.source)
-                chunks = response.aiter_bytes()
+                chunks = body_chunks(response)
                 failure: SSEEventTooLarge | None = None
                 async for chunk in chunks:
                     watchdog.arm(Phase.IDLE, cfg.idle_timeout)

@@ -130,14 +130,31 @@ async def _headers_sent(
 
 
 class _Body(httpx.AsyncByteStream):
-    """The response body, with aiohttp's failures mid-stream mapped like the request's."""
+    """The response body, with aiohttp's failures mid-stream mapped like the request's.
+
+    It reads aiohttp's `StreamReader` itself when it can reach it: under httpx-aiohttp's
+    stream (an async generator around `iter_chunked`, in a context manager of its own)
+    every chunk climbed two more frames, and a paced stream is one chunk per token.
+    Failures are mapped here either way, from aiohttp's own exceptions.
+    """
 
     def __init__(self, inner: httpx.AsyncByteStream) -> None:
         self._inner = inner
+        # httpx-aiohttp keeps the aiohttp response on its stream (checked against 0.2);
+        # without it (another version) the bytes come through its stream as before.
+        aiohttp_response = getattr(inner, "_aiohttp_response", None)
+        self._content: aiohttp.StreamReader | None = None
+        if isinstance(aiohttp_response, aiohttp.ClientResponse):
+            self._content = aiohttp_response.content
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._inner:
+            content = self._content
+            if content is None:
+                async for chunk in self._inner:
+                    yield chunk
+                return
+            while chunk := await content.readany():
                 yield chunk
         except (httpx.HTTPError, aiohttp.ClientError) as exc:
             mapped = _as_httpx(exc)
@@ -148,6 +165,26 @@ class _Body(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         with contextlib.suppress(httpx.HTTPError, aiohttp.ClientError):
             await self._inner.aclose()  # a connection that already broke has nothing to close
+
+
+_BODY = "chatrelay.body"  # the response extension that holds the `_Body`
+_NOT_ENCODED = ("", "identity")
+
+
+def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The response body's bytes as they arrive.
+
+    When the body has no content coding to undo (an event stream, nearly always), they
+    come from the transport's own stream, not through httpx's `aiter_bytes` — two more
+    async generators (`aiter_raw`, the client's bound stream) and two re-chunkers per
+    chunk, for bytes they pass on unchanged. A response from another transport, or a
+    compressed one, goes through `aiter_bytes`. Either way `response.aclose()` closes it.
+    """
+    body = response.extensions.get(_BODY)
+    coding = response.headers.get("content-encoding", "").strip().lower()
+    if isinstance(body, _Body) and coding in _NOT_ENCODED:
+        return body.__aiter__()
+    return response.aiter_bytes()
 
 
 class UpstreamTransport(AiohttpTransport):
@@ -196,5 +233,7 @@ class UpstreamTransport(AiohttpTransport):
         finally:
             _TRACE.reset(token)
         assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _Body(response.stream)
+        body = _Body(response.stream)
+        response.stream = body
+        response.extensions[_BODY] = body
         return response

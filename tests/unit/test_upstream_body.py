@@ -1,0 +1,148 @@
+"""The upstream body as `body_chunks` reads it, over a real loopback socket.
+
+An event stream with no content coding is read from aiohttp's reader directly (not
+through httpx's `aiter_bytes`); these check that this shortcut still streams, still
+undoes nothing it should undo, maps a broken body like the rest of the transport, and
+leaves the connection reusable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from chatrelay.upstream.transport import UpstreamTransport, body_chunks
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _read_request(reader: asyncio.StreamReader) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length:
+        await reader.readexactly(length)
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
+
+
+@asynccontextmanager
+async def _server(handler: Handler) -> AsyncIterator[tuple[str, list[int]]]:
+    """A raw HTTP/1.1 server on 127.0.0.1; yields its URL and a list counting connections."""
+    connections: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        try:
+            await handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1/chat/completions", connections
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@asynccontextmanager
+async def _client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=UpstreamTransport(ssl.create_default_context())) as c:
+        yield c
+
+
+async def test_plain_stream_is_read_chunk_by_chunk_from_the_transport() -> None:
+    second_may_go = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(HEAD + b"\r\n" + _chunk(b"data: one\n\n"))
+        await writer.drain()
+        await asyncio.wait_for(second_may_go.wait(), 10)
+        writer.write(_chunk(b"data: two\n\n") + b"0\r\n\r\n")
+        await writer.drain()
+
+    async with (
+        _server(handler) as (url, _),
+        _client() as client,
+        client.stream("POST", url, json={}) as response,
+    ):
+        chunks = body_chunks(response)
+        # The transport's own reader, not httpx's re-chunking generators.
+        assert getattr(chunks, "__qualname__", "") == "_Body.__aiter__"
+        first = await asyncio.wait_for(anext(chunks), 10)
+        assert first == b"data: one\n\n"  # arrived while the server still waits
+        second_may_go.set()
+        rest = [chunk async for chunk in chunks]
+    assert b"".join(rest) == b"data: two\n\n"
+
+
+async def test_compressed_stream_is_still_decoded() -> None:
+    raw = b"data: zipped\n\n" * 50
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(HEAD + b"content-encoding: gzip\r\n\r\n" + _chunk(gzip.compress(raw)))
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async with (
+        _server(handler) as (url, _),
+        _client() as client,
+        client.stream("POST", url, json={}) as response,
+    ):
+        body = b"".join([chunk async for chunk in body_chunks(response)])
+    assert body == raw
+
+
+async def test_body_cut_short_is_an_httpx_protocol_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(HEAD + b"\r\n" + _chunk(b"data: one\n\n") + b"40\r\npartial")
+        await writer.drain()
+        writer.transport.abort()
+
+    async with (
+        _server(handler) as (url, _),
+        _client() as client,
+        client.stream("POST", url, json={}) as response,
+    ):
+        received = []
+        with pytest.raises(httpx.RemoteProtocolError):
+            async for chunk in body_chunks(response):
+                received.append(chunk)
+    assert b"".join(received).startswith(b"data: one\n\n")  # what came before the cut
+
+
+async def test_connection_is_reused_once_the_body_is_read() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):
+            await _read_request(reader)
+            writer.write(HEAD + b"\r\n" + _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+            await writer.drain()
+        await reader.read()
+
+    async with _server(handler) as (url, connections), _client() as client:
+        for _ in range(2):
+            async with client.stream("POST", url, json={}) as response:
+                body = b"".join([chunk async for chunk in body_chunks(response)])
+            assert body == b"data: [DONE]\n\n"
+    assert len(connections) == 1
