@@ -23,6 +23,7 @@ from uvicorn.config import LOGGING_CONFIG
 
 from chatrelay.config import LogFormat, Settings
 from chatrelay.web.http_protocol import HttpLimits, protocol_for
+from chatrelay.web.sse import end_open_streams
 
 log = logging.getLogger("chatrelay")
 
@@ -90,6 +91,7 @@ class DrainingServer(uvicorn.Server):
         self.force_exit = True
         AppStatus.should_exit = True
         if self._loop is not None:
+            self._loop.call_soon_threadsafe(end_open_streams)
             self._loop.call_soon_threadsafe(self._interrupt_all)
         # Whatever still holds the process after this is not worth waiting for:
         # messages left `streaming` are recovered as `interrupted` at the next start.
@@ -119,5 +121,5 @@ class DrainingServer(uvicorn.Server):
         except Exception:
             log.exception("draining failed")
         finally:
-            AppStatus.should_exit = True
+            end_open_streams()
             self.should_exit = True

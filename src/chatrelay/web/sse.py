@@ -13,10 +13,14 @@ naive consumers choke on. (A `: ping` before the first event carries no `retry:`
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sse_starlette import EventSourceResponse
+from sse_starlette.event import ensure_bytes
+from sse_starlette.sse import AppStatus
 from starlette.types import Message, Receive, Scope, Send
 
 from chatrelay.broker.event import EventKind, LogEvent
@@ -50,25 +54,126 @@ def encode_frame(event: LogEvent) -> str:
 
 
 class RelayEventStream(EventSourceResponse):
-    """sse-starlette's response, without a cancel scope around every send.
+    """sse-starlette's response, streamed by the request's own task.
 
-    sse-starlette wraps each send in `anyio.move_on_after(send_timeout)`, a cancel scope
-    entered and left per event even when the timeout is None, as it is here: a stalled
-    reader is bounded below the app, by the protocol's write timeout
-    (`web/http_protocol.py`). Those scopes were 3-4 % of the relay's CPU with 2,000 held
-    streams (py-spy, docs/performance.md). With a timeout set, sse-starlette's own path
-    runs. Checked against sse-starlette 3.7 (`_send_with_timeout`, `_send_interrupted`).
+    sse-starlette runs every response as an anyio task group of three tasks — the sender,
+    a disconnect listener, and a listener for the server's exit signal, each under a
+    supervisor coroutine — and wraps each send in a cancel scope and a method of its own.
+    For a relay holding thousands of streams that set-up and those per-event hops were a
+    few per cent of the CPU (docs/performance.md). Here, for the responses chatrelay makes
+    (no ping task, no send timeout, no shutdown grace: a stalled reader is bounded below
+    the app, by the protocol's write timeout in `web/http_protocol.py`, and draining is
+    ours), the request task sends the events itself inside an `asyncio.timeout` scope, and
+    one listener task ends that scope when the client disconnects; `end_open_streams`
+    ends it at shutdown. What a client sees is the same: the same headers and bytes, the
+    closing chunk when the server ends the stream, nothing more once the client has gone.
+    Any other configuration runs sse-starlette's own path. Checked against sse-starlette
+    3.7 (`__call__`, `_stream_response`, `_listen_for_disconnect`).
     """
 
-    async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        if self.send_timeout is not None:
-            await super()._send_with_timeout(send, message)
+    _stop: asyncio.Timeout | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._relayed(scope):
+            await super().__call__(scope, receive, send)
             return
+        if AppStatus.should_exit:
+            self.active = False  # the server is stopping: no new stream
+        loop = asyncio.get_running_loop()
+        listener = loop.create_task(self._until_disconnect(receive))
+        _OPEN.add(self)
         try:
-            await send(message)
+            if self.active:
+                async with asyncio.timeout(None) as self._stop:
+                    await self._stream_response(send)
+        except TimeoutError:
+            if self._stop is None or not self._stop.expired():
+                raise  # not ours
+        finally:
+            self._stop = None
+            _OPEN.discard(self)
+            listener.cancel()
+        if not (self._response_complete or self._client_disconnected or self._send_interrupted):
+            # Ended by the server: a clean end of the chunked body, with the start
+            # message first if not a single event went out.
+            with contextlib.suppress(OSError):
+                if not self._response_started:
+                    await send(self._start_message())
+                    self._response_started = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                self._response_complete = True
+        if self.background is not None:
+            await self.background()
+
+    def _relayed(self, scope: Scope) -> bool:
+        """Whether this response can take the lean path (the class docstring)."""
+        return (
+            scope["type"] == "http"
+            and scope["method"] != "HEAD"
+            and self.send_timeout is None
+            and self.ping_interval == 0
+            and self.data_sender_callable is None
+            and self._shutdown_event is None
+            and self._shutdown_grace_period == 0
+        )
+
+    def _start_message(self) -> Message:
+        return {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
+
+    async def _stream_response(self, send: Send) -> None:
+        await send(self._start_message())
+        self._response_started = True
+        sep = self.sep
+        async for data in self.body_iterator:
+            chunk = data if type(data) is bytes else ensure_bytes(data, sep)
+            try:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except BaseException:
+                self._send_interrupted = True
+                raise
+        try:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         except BaseException:
             self._send_interrupted = True
             raise
+        self._response_complete = True
+        self.active = False
+
+    async def _until_disconnect(self, receive: Receive) -> None:
+        """The disconnect listener; however it ends (a disconnect, a failure), the stream
+        stops, as the task group's `cancel_on_finish` stopped it."""
+        try:
+            while self.active:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    self._client_disconnected = True
+                    if self.client_close_handler_callable is not None:
+                        await self.client_close_handler_callable(message)
+                    return
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        """Stop sending: the client left, or the server is stopping."""
+        self.active = False
+        stop = self._stop
+        if stop is not None and not stop.expired():
+            stop.reschedule(asyncio.get_running_loop().time())
+
+
+_OPEN: set[RelayEventStream] = set()  # streams being sent now, for `end_open_streams`
+
+
+def end_open_streams() -> None:
+    """The server is stopping: end every open event stream now, with its closing chunk
+    (and sse-starlette's own, for responses on its path). Call on the event loop."""
+    AppStatus.should_exit = True
+    for stream in list(_OPEN):
+        stream._end()
 
 
 class SlottedEventStream(RelayEventStream):

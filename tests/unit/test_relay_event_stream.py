@@ -1,0 +1,132 @@
+"""`RelayEventStream`'s own path (the request task sends, one listener task) over a real
+loopback socket, against sse-starlette's own path for the same frames.
+
+What must not change: the bytes and headers a client gets, the body generator's cleanup
+when the client leaves, and a clean end of the chunked body when the server ends the
+stream (`end_open_streams`) — also for a stream that starts after the server began to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from sse_starlette import EventSourceResponse
+from sse_starlette.sse import AppStatus
+from starlette.types import Receive, Scope, Send
+
+from chatrelay.embedded_server import EmbeddedServer, bind_localhost
+from chatrelay.web.sse import RelayEventStream, end_open_streams
+
+FRAMES = [b"id: 1\nevent: delta\ndata: {}\n\n", b"id: 2\nevent: done\ndata: {}\n\n"]
+OPTIONS = {"headers": {"Cache-Control": "no-cache"}, "ping": 0, "sep": "\n"}
+
+
+class Probe:
+    """A body that yields `FRAMES`, then (when `hold`) waits; records how it ended."""
+
+    def __init__(self, *, hold: bool = False) -> None:
+        self.hold = hold
+        self.sent = asyncio.Event()
+        self.closed = asyncio.Event()
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        try:
+            for frame in FRAMES:
+                yield frame
+            self.sent.set()
+            if self.hold:
+                await asyncio.Event().wait()
+        finally:
+            self.closed.set()
+
+
+@asynccontextmanager
+async def serving(
+    make: Callable[[], EventSourceResponse],
+) -> AsyncIterator[tuple[httpx.AsyncClient, asyncio.Event]]:
+    """An ASGI app answering every request with `make()`, on 127.0.0.1; yields a client for
+    it and an event set when the app's call has returned."""
+    returned = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await make()(scope, receive, send)
+        finally:
+            returned.set()
+
+    sock, port = bind_localhost()
+    server = EmbeddedServer(app)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:  # noqa: ASYNC110 - uvicorn sets a flag, not an event
+        await asyncio.sleep(0.005)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            yield client, returned
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture(autouse=True)
+def _exit_flag() -> object:
+    yield None
+    AppStatus.should_exit = False
+
+
+def _wire_headers(response: httpx.Response) -> list[tuple[str, str]]:
+    return sorted((k, v) for k, v in response.headers.items() if k not in ("date",))
+
+
+async def test_same_bytes_and_headers_as_sse_starlettes_own_path() -> None:
+    answers = []
+    for kind in (EventSourceResponse, RelayEventStream):
+        async with serving(lambda kind=kind: kind(Probe().frames(), **OPTIONS)) as (client, _):
+            answers.append(await client.get("/"))
+    theirs, ours = answers
+    assert ours.status_code == theirs.status_code == 200
+    assert ours.content == theirs.content == b"".join(FRAMES)
+    assert _wire_headers(ours) == _wire_headers(theirs)
+
+
+async def test_client_leaving_ends_the_body_and_the_call() -> None:
+    probe = Probe(hold=True)
+    async with serving(lambda: RelayEventStream(probe.frames(), **OPTIONS)) as (client, returned):
+        async with client.stream("GET", "/") as response:
+            received = b""
+            async for chunk in response.aiter_bytes():
+                received += chunk
+                if received == b"".join(FRAMES):
+                    break
+        # The connection is closed; the generator, parked waiting for more, is ended.
+        await asyncio.wait_for(probe.closed.wait(), 5)
+        await asyncio.wait_for(returned.wait(), 5)
+
+
+async def test_end_open_streams_ends_the_body_cleanly() -> None:
+    probe = Probe(hold=True)
+    async with serving(lambda: RelayEventStream(probe.frames(), **OPTIONS)) as (client, returned):
+
+        async def stop_when_sent() -> None:
+            await probe.sent.wait()
+            end_open_streams()
+
+        stopper = asyncio.create_task(stop_when_sent())
+        response = await asyncio.wait_for(client.get("/"), 5)  # a complete chunked body
+        await stopper
+        assert response.content == b"".join(FRAMES)
+        assert probe.closed.is_set()
+        await asyncio.wait_for(returned.wait(), 5)
+
+
+async def test_a_stream_opened_while_stopping_is_an_empty_finished_body() -> None:
+    probe = Probe()
+    AppStatus.should_exit = True
+    async with serving(lambda: RelayEventStream(probe.frames(), **OPTIONS)) as (client, _):
+        response = await asyncio.wait_for(client.get("/"), 5)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.content == b""
