@@ -19,12 +19,15 @@ _last_rand = 0
 _ID_RE = re.compile(r"^[a-z]{1,4}_[0-9A-HJKMNP-TV-Z]{26}$")
 
 
+# Two characters per lookup: 26 characters are 13 groups of 10 bits, most significant
+# first (a 128-bit value has two leading zero bits in 130). A character at a time was a
+# 26-step loop, and several ids are made per request.
+_PAIRS = [high + low for high in _ALPHABET for low in _ALPHABET]
+_SHIFTS = tuple(range(120, -1, -10))
+
+
 def _encode(value: int) -> str:
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def new_id(prefix: str) -> str:

@@ -5,15 +5,35 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import random
 import time
 
 import pytest
 from starlette.requests import Request
 
 from chatrelay.errors import Unauthorized
-from chatrelay.ids import looks_like_id, new_id
+from chatrelay.ids import _encode, looks_like_id, new_id
 from chatrelay.keys import parse_api_keys
 from chatrelay.web.auth import DEFAULT_TENANT, Authenticator
+
+
+def _crockford(value: int) -> str:
+    """Crockford base32 of a 128-bit value, one character at a time (the reference)."""
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    return "".join(alphabet[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
+@pytest.mark.parametrize(
+    "value", [0, 1, 31, 32, 1023, 1024, (1 << 128) - 1, 1 << 127, 0x0123456789ABCDEF << 60]
+)
+def test_id_encoding_is_crockford_base32(value: int) -> None:
+    assert _encode(value) == _crockford(value)
+
+
+def test_id_encoding_matches_the_reference_on_random_values() -> None:
+    for _ in range(2000):
+        value = random.getrandbits(128)
+        assert _encode(value) == _crockford(value)
 
 
 def test_ids_are_unique_and_increasing() -> None:
