@@ -52,7 +52,8 @@ class LogEvent:
 
     @property
     def is_terminal(self) -> bool:
-        return self.kind.is_terminal
+        kind = self.kind  # read several times per event per reader: no enum property call
+        return kind is EventKind.DONE or kind is EventKind.ERROR
 
     @property
     def final(self) -> Message:

@@ -85,7 +85,7 @@ class RelayEventStream(EventSourceResponse):
         try:
             if self.active:
                 async with asyncio.timeout(None) as self._stop:
-                    await self._stream_response(send)
+                    await self._send_events(send)
         except TimeoutError:
             if self._stop is None or not self._stop.expired():
                 raise  # not ours
@@ -124,7 +124,9 @@ class RelayEventStream(EventSourceResponse):
             "headers": self.raw_headers,
         }
 
-    async def _stream_response(self, send: Send) -> None:
+    async def _send_events(self, send: Send) -> None:
+        """sse-starlette's `_stream_response` without its per-event hops; a name of its
+        own, so that sse-starlette's path (HEAD, pings, send timeouts) runs its own."""
         await send(self._start_message())
         self._response_started = True
         sep = self.sep
