@@ -153,3 +153,22 @@ def test_the_core_reports_only_through_the_observer_seam() -> None:
         if module.startswith(core)
     }
     assert not offenders
+
+
+def test_middleware_acts_on_the_response_start_only() -> None:
+    # Event streams write their events past the middleware, with the server's own `send`
+    # (RelayEventStream._send_events): only middleware that looks at nothing but the
+    # response's start (and the request) may be in the stack. One that rewrote bodies
+    # (compression, say) would silently miss every event.
+    from dataclasses import replace
+
+    from starlette.middleware.cors import CORSMiddleware
+
+    from chatrelay.config import Settings
+    from chatrelay.web.app import RelayApp, create_app
+    from chatrelay.web.instrumentation import Instrumentation
+
+    settings = replace(Settings(), cors_origins=("https://example.test",))
+    app = create_app(settings)
+    assert isinstance(app, RelayApp)
+    assert {m.cls for m in app.user_middleware} == {Instrumentation, CORSMiddleware}

@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
+from starlette.types import Receive, Scope, Send
 
 from chatrelay.broker.base import Broker
 from chatrelay.broker.control import RedisControlBus
@@ -37,6 +38,7 @@ from chatrelay.web.errors import EXCEPTION_HANDLERS
 from chatrelay.web.instrumentation import Instrumentation
 from chatrelay.web.routes import conversations, health, messages, openai, page, responses, spec
 from chatrelay.web.routes import metrics as metrics_route
+from chatrelay.web.sse import SERVER_SEND
 
 log = logging.getLogger("chatrelay")
 
@@ -75,6 +77,16 @@ def _warn_about_defaults(settings: Settings) -> None:
         log.warning("CHATRELAY_API_KEYS is not set: the API is open to anyone (single tenant)")
     if settings.secret_is_random:
         log.warning("CHATRELAY_SECRET is not set: stream_url tokens die with this process")
+
+
+class RelayApp(Starlette):
+    """Starlette, leaving the server's own `send` in each request's scope: event streams
+    write their events with it, past middleware that acts on the response's start only
+    (`RelayEventStream._send_events` says why)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[SERVER_SEND] = send
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -196,7 +208,7 @@ def create_app(
     instrumentation = Middleware(
         Instrumentation, metrics=metrics, log_requests=settings.log_format is LogFormat.JSON
     )
-    app = Starlette(
+    app = RelayApp(
         routes=routes,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[instrumentation, *cors_middleware(settings.cors_origins)],

@@ -28,6 +28,8 @@ from chatrelay.slots import Slot
 from chatrelay.sse.framing import PING_FRAME, event_frame, retry_field
 
 RETRY_MS = 2000
+# The scope key under which `RelayApp` (web/app.py) leaves the server's own `send`.
+SERVER_SEND = "chatrelay.server_send"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RETRY_FIELD = retry_field(RETRY_MS)
 
@@ -85,7 +87,7 @@ class RelayEventStream(EventSourceResponse):
         try:
             if self.active:
                 async with asyncio.timeout(None) as self._stop:
-                    await self._send_events(send)
+                    await self._send_events(scope, send)
         except TimeoutError:
             if self._stop is None or not self._stop.expired():
                 raise  # not ours
@@ -124,16 +126,25 @@ class RelayEventStream(EventSourceResponse):
             "headers": self.raw_headers,
         }
 
-    async def _send_events(self, send: Send) -> None:
+    async def _send_events(self, scope: Scope, send: Send) -> None:
         """sse-starlette's `_stream_response` without its per-event hops; a name of its
-        own, so that sse-starlette's path (HEAD, pings, send timeouts) runs its own."""
+        own, so that sse-starlette's path (HEAD, pings, send timeouts) runs its own.
+
+        The start goes through every middleware; the events go to the server's own `send`
+        when `RelayApp` left it in the scope. Each middleware here acts on the start only
+        (the request id, CORS headers, Starlette's note that the response has begun),
+        and passing every event down through their four wrappers — three of them
+        coroutines — was a few per cent of the CPU of a held stream (docs/performance.md).
+        `tests/unit/test_architecture.py` keeps the middleware list to such middleware.
+        """
         await send(self._start_message())
         self._response_started = True
+        write = scope.get(SERVER_SEND, send)
         sep = self.sep
         async for data in self.body_iterator:
             chunk = data if type(data) is bytes else ensure_bytes(data, sep)
             try:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await write({"type": "http.response.body", "body": chunk, "more_body": True})
             except BaseException:
                 self._send_interrupted = True
                 raise
