@@ -31,6 +31,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,10 @@ DEFAULT_RESULTS = REPO / "bench-results"
 KNOWN_PEERS = ("direct", "nginx", "naive", "litellm", "project", "project-native")
 PROJECT_PEERS = ("project-native", "project")
 KNOWN_SCENARIOS = ("latency", "throughput", "concurrency", "concurrency5k", "concurrency10k")
+# Streams each scenario holds at once (the harness's README); above chatrelay's default
+# connection cap (4,096 per process) the rest would be refused with 503.
+SCENARIO_STREAMS = {"concurrency": 2_000, "concurrency5k": 5_000, "concurrency10k": 10_000}
+DEFAULT_MAX_CONNECTIONS = 4_096
 DEFAULT_PEERS = "project-native,project,nginx,naive"
 DEFAULT_SCENARIOS = "latency,throughput,concurrency"
 APT_CMD = "apt-get update && apt-get install -y golang-go nginx-light"
@@ -175,6 +180,7 @@ def project_env(
     workers: int = 1,
     redis_url: str | None = None,
     cpus: str | None = None,
+    scenarios: Sequence[str] = (),
 ) -> dict[str, str]:
     """PROJECT_CMD and friends: chatrelay from this checkout, a fresh SQLite file per run.
 
@@ -182,6 +188,9 @@ def project_env(
     the editable install's path). `workers` > 1 runs `serve --workers N` on `redis_url`
     (a fresh key prefix per run); `cpus` widens the CPU affinity the harness pins the
     relay to (one core) with `taskset -c`, e.g. `0,1` to give N workers two cores.
+    For `scenarios` holding more streams than chatrelay's default connection cap, the
+    cap is raised to what they hold plus room for the warm-up (per process: the kernel
+    does not spread connections evenly over workers).
     """
     chatrelay = shlex.quote(str(REPO / ".venv" / "bin" / "chatrelay"))
     pythonpath = f"PYTHONPATH={shlex.quote(str(src))} " if src else ""
@@ -194,13 +203,17 @@ def project_env(
             "CHATRELAY_REDIS_PREFIX=bench-$(basename $BENCH_TMP): "
         )
     pin = f"taskset -c {shlex.quote(cpus)} " if cpus else ""
+    streams = max((SCENARIO_STREAMS.get(s, 0) for s in scenarios), default=0)
+    cap = ""
+    if streams > DEFAULT_MAX_CONNECTIONS:
+        cap = f"CHATRELAY_MAX_CONNECTIONS={streams + 1_000} "
     cmd = (
         f"{pythonpath}{scale}DATABASE_URL=sqlite:///$BENCH_TMP/bench.db "
         f"CHATRELAY_API_KEYS={BENCH_TENANT}:{key} "
         # One tenant drives thousands of streams: the per-tenant quotas would refuse them.
         "CHATRELAY_RATE_LIMIT_PER_MINUTE=0 CHATRELAY_MAX_GENERATIONS_PER_TENANT=0 "
         "CHATRELAY_MAX_SUBSCRIBERS_PER_MESSAGE=0 "
-        f"exec {pin}{chatrelay} serve --host $HOST --port $PORT --log-level warning "
+        f"{cap}exec {pin}{chatrelay} serve --host $HOST --port $PORT --log-level warning "
         f"--workers {workers}"
     )
     return {
@@ -578,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             redis_url=args.redis_url,
             cpus=args.cpus,
+            scenarios=args.scenarios,
         ),
     )
     argv_ = compare_argv(bench, args, jsonl, summary)
