@@ -71,6 +71,7 @@ class DrainingServer(uvicorn.Server):
         self._grace = grace
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task[None] | None = None
+        self._interrupting: asyncio.Task[None] | None = None
         # We end SSE streams ourselves, with a terminal event, after draining.
         AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
 
@@ -91,7 +92,6 @@ class DrainingServer(uvicorn.Server):
         self.force_exit = True
         AppStatus.should_exit = True
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(end_open_streams)
             self._loop.call_soon_threadsafe(self._interrupt_all)
         # Whatever still holds the process after this is not worth waiting for:
         # messages left `streaming` are recovered as `interrupted` at the next start.
@@ -101,8 +101,20 @@ class DrainingServer(uvicorn.Server):
 
     def _interrupt_all(self) -> None:
         context = getattr(self._app.state, "chatrelay", None)
+        tasks: list[asyncio.Task[None]] = []
         if context is not None:
+            tasks = [g.task for g in context.registry.running() if g.task is not None]
             context.registry.interrupt_all()
+        self._interrupting = asyncio.create_task(self._end_streams_after(tasks))
+
+    @staticmethod
+    async def _end_streams_after(tasks: list[asyncio.Task[None]]) -> None:
+        """Open streams end once the interrupted generations have published their ends
+        (each records its end, then publishes it): their clients get the `error` event
+        first, then the closing chunk. Bounded: the process exits soon anyway."""
+        if tasks:
+            await asyncio.wait(tasks, timeout=_FORCED_EXIT_AFTER / 2)
+        end_open_streams()
 
     def _start_drain(self) -> None:
         if self._drain_task is None:
