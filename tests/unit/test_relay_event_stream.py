@@ -46,15 +46,19 @@ class Probe:
 
 @asynccontextmanager
 async def serving(
-    make: Callable[[], EventSourceResponse],
+    make: Callable[[], EventSourceResponse], raised: list[BaseException] | None = None
 ) -> AsyncIterator[tuple[httpx.AsyncClient, asyncio.Event]]:
     """An ASGI app answering every request with `make()`, on 127.0.0.1; yields a client for
-    it and an event set when the app's call has returned."""
+    it and an event set when the app's call has returned (what it raised goes to `raised`)."""
     returned = asyncio.Event()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await make()(scope, receive, send)
+        except Exception as exc:
+            if raised is None:
+                raise
+            raised.append(exc)
         finally:
             returned.set()
 
@@ -130,3 +134,21 @@ async def test_a_stream_opened_while_stopping_is_an_empty_finished_body() -> Non
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.content == b""
+
+
+async def test_a_failing_body_fails_the_response() -> None:
+    async def failing() -> AsyncIterator[bytes]:
+        yield FRAMES[0]
+        raise RuntimeError("the body broke")
+
+    raised: list[BaseException] = []
+    make = lambda: RelayEventStream(failing(), **OPTIONS)  # noqa: E731
+    async with serving(make, raised) as (client, returned):
+        async with client.stream("GET", "/") as response:
+            received = b""
+            with pytest.raises(httpx.RemoteProtocolError):  # no clean end of the body
+                async for chunk in response.aiter_bytes():
+                    received += chunk
+        await asyncio.wait_for(returned.wait(), 5)
+    assert received == FRAMES[0]
+    assert [str(exc) for exc in raised] == ["the body broke"]

@@ -56,7 +56,7 @@ def encode_frame(event: LogEvent) -> str:
 
 
 class RelayEventStream(EventSourceResponse):
-    """sse-starlette's response, streamed by the request's own task.
+    """sse-starlette's response, with one task per stream instead of a task group.
 
     sse-starlette runs every response as an anyio task group of three tasks — the sender,
     a disconnect listener, and a listener for the server's exit signal, each under a
@@ -65,15 +65,17 @@ class RelayEventStream(EventSourceResponse):
     few per cent of the CPU (docs/performance.md). Here, for the responses chatrelay makes
     (no ping task, no send timeout, no shutdown grace: a stalled reader is bounded below
     the app, by the protocol's write timeout in `web/http_protocol.py`, and draining is
-    ours), the request task sends the events itself inside an `asyncio.timeout` scope, and
-    one listener task ends that scope when the client disconnects; `end_open_streams`
-    ends it at shutdown. What a client sees is the same: the same headers and bytes, the
-    closing chunk when the server ends the stream, nothing more once the client has gone.
-    Any other configuration runs sse-starlette's own path. Checked against sse-starlette
-    3.7 (`__call__`, `_stream_response`, `_listen_for_disconnect`).
+    ours), one task sends the events, and the request's own task listens for the client
+    leaving: it wakes once, at the end, while the sender — woken per event — runs on a
+    stack of its own rather than under the request's dozen framework frames. The client
+    leaving cancels the sender; `end_open_streams` does at shutdown. What a client sees is
+    the same: the same headers and bytes, the closing chunk when the server ends the
+    stream, nothing more once the client has gone. Any other configuration runs
+    sse-starlette's own path. Checked against sse-starlette 3.7 (`__call__`,
+    `_stream_response`, `_listen_for_disconnect`).
     """
 
-    _stop: asyncio.Timeout | None = None
+    _sender: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._relayed(scope):
@@ -81,20 +83,20 @@ class RelayEventStream(EventSourceResponse):
             return
         if AppStatus.should_exit:
             self.active = False  # the server is stopping: no new stream
-        loop = asyncio.get_running_loop()
-        listener = loop.create_task(self._until_disconnect(receive))
-        _OPEN.add(self)
-        try:
-            if self.active:
-                async with asyncio.timeout(None) as self._stop:
-                    await self._send_events(scope, send)
-        except TimeoutError:
-            if self._stop is None or not self._stop.expired():
-                raise  # not ours
-        finally:
-            self._stop = None
-            _OPEN.discard(self)
-            listener.cancel()
+        if self.active:
+            sender = asyncio.get_running_loop().create_task(self._send_events(scope, send))
+            self._sender = sender
+            _OPEN.add(self)
+            try:
+                await self._until_sent_or_gone(receive, sender)
+            finally:
+                _OPEN.discard(self)
+                self._sender = None
+                sender.cancel()  # the client left (or this task is being cancelled)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender  # its cleanup (the body's `finally`) runs first
+            if not sender.cancelled():
+                sender.result()  # a failure while sending is the response's failure
         if not (self._response_complete or self._client_disconnected or self._send_interrupted):
             # Ended by the server: a clean end of the chunked body, with the start
             # message first if not a single event went out.
@@ -106,6 +108,34 @@ class RelayEventStream(EventSourceResponse):
                 self._response_complete = True
         if self.background is not None:
             await self.background()
+
+    async def _until_sent_or_gone(self, receive: Receive, sender: asyncio.Task[None]) -> None:
+        """Listen for the disconnect until the sender is done, whichever comes first."""
+        loop = asyncio.get_running_loop()
+        wake = asyncio.timeout(None)
+        listening = True
+
+        def sent(_: asyncio.Task[None]) -> None:
+            if listening:
+                wake.reschedule(loop.time())
+
+        sender.add_done_callback(sent)
+        try:
+            async with wake:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        self._client_disconnected = True
+                        self.active = False
+                        if self.client_close_handler_callable is not None:
+                            await self.client_close_handler_callable(message)
+                        return
+        except TimeoutError:
+            if not wake.expired():
+                raise  # not ours
+        finally:
+            listening = False
+            sender.remove_done_callback(sent)
 
     def _relayed(self, scope: Scope) -> bool:
         """Whether this response can take the lean path (the class docstring)."""
@@ -156,26 +186,11 @@ class RelayEventStream(EventSourceResponse):
         self._response_complete = True
         self.active = False
 
-    async def _until_disconnect(self, receive: Receive) -> None:
-        """The disconnect listener; however it ends (a disconnect, a failure), the stream
-        stops, as the task group's `cancel_on_finish` stopped it."""
-        try:
-            while self.active:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    self._client_disconnected = True
-                    if self.client_close_handler_callable is not None:
-                        await self.client_close_handler_callable(message)
-                    return
-        finally:
-            self._end()
-
     def _end(self) -> None:
-        """Stop sending: the client left, or the server is stopping."""
+        """Stop sending: the server is stopping."""
         self.active = False
-        stop = self._stop
-        if stop is not None and not stop.expired():
-            stop.reschedule(asyncio.get_running_loop().time())
+        if self._sender is not None:
+            self._sender.cancel()
 
 
 _OPEN: set[RelayEventStream] = set()  # streams being sent now, for `end_open_streams`
