@@ -9,7 +9,7 @@ stream (`end_open_streams`) — also for a stream that starts after the server b
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 
 import httpx
@@ -76,7 +76,7 @@ async def serving(
 
 
 @pytest.fixture(autouse=True)
-def _exit_flag() -> object:
+def _exit_flag() -> Iterator[None]:
     yield None
     AppStatus.should_exit = False
 

@@ -52,8 +52,7 @@ class LogEvent:
 
     @property
     def is_terminal(self) -> bool:
-        kind = self.kind  # read several times per event per reader: no enum property call
-        return kind is EventKind.DONE or kind is EventKind.ERROR
+        return self.kind.is_terminal
 
     @property
     def final(self) -> Message:

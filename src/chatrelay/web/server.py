@@ -71,7 +71,7 @@ class DrainingServer(uvicorn.Server):
         self._grace = grace
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task[None] | None = None
-        self._interrupting: asyncio.Task[None] | None = None
+        self._interrupting: asyncio.Task[None] | None = None  # held: the loop keeps weak refs
         # We end SSE streams ourselves, with a terminal event, after draining.
         AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
 

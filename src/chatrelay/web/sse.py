@@ -94,9 +94,9 @@ class RelayEventStream(EventSourceResponse):
                 self._sender = None
                 sender.cancel()  # the client left (or this task is being cancelled)
                 with contextlib.suppress(asyncio.CancelledError):
-                    await sender  # its cleanup (the body's `finally`) runs first
-            if not sender.cancelled():
-                sender.result()  # a failure while sending is the response's failure
+                    # Its cleanup (the body's `finally`) runs first; a failure while
+                    # sending is raised here, as the response's failure.
+                    await sender
         if not (self._response_complete or self._client_disconnected or self._send_interrupted):
             # Ended by the server: a clean end of the chunked body, with the start
             # message first if not a single event went out.
