@@ -171,6 +171,21 @@ def base_env(relay_db_url: str, upstream: FakeUpstream) -> dict[str, str]:
     }
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module whose behaviour does not touch the storage backend (HTTP limits, say)
+    declares `BACKENDS = ("sqlite",)` and its `relay`/`stack` tests run once, not once
+    per database: the storage suites cover both."""
+    backends = getattr(metafunc.module, "BACKENDS", None)
+    if backends is None:
+        return
+    for name, scope in (("relay", "module"), ("stack", "function")):
+        if name in metafunc.fixturenames:
+            # As a marker, which pytest lets take precedence over the fixture's own params.
+            mark = pytest.mark.parametrize(name, list(backends), indirect=True, scope=scope)
+            metafunc.definition.add_marker(mark)
+
+
 @pytest.fixture(
     scope="module",
     params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],

@@ -99,7 +99,7 @@ async def _preflight(settings: Settings, *, prepare_storage: bool) -> None:
     from chatrelay.storage.database import Database
     from chatrelay.storage.migrations import apply_migrations
 
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     await db.connect()
     try:
         await apply_migrations(db)

@@ -54,6 +54,7 @@ class Settings:
     max_content_chars: int = 200_000
     context_tokens: int = 64_000
     checkpoint_interval: float = 1.0
+    sqlite_busy_timeout: float = 5.0  # how long a write waits for another process's lock
     gc_threshold: int = DEFAULT_YOUNG_THRESHOLD  # collector.py; 0 keeps CPython's 700
     finished_log_ttl: float = 30.0
     stream_token_ttl: float = 3600.0
@@ -102,6 +103,13 @@ class Settings:
     max_params_bytes: int = 65_536
     max_page_bytes: int = 1_048_576
     max_conversation_messages: int = 100
+
+    @property
+    def sqlite_busy_timeout_ms(self) -> int:
+        """`CHATRELAY_SQLITE_BUSY_TIMEOUT` as the database layer takes it: a write that
+        finds another process holding SQLite's write lock waits this long (on a worker
+        thread, never on the loop) before it fails and is retried."""
+        return max(1, round(self.sqlite_busy_timeout * 1000))
 
     @property
     def use_mock_upstream(self) -> bool:
@@ -337,6 +345,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         max_content_chars=_int(env, "CHATRELAY_MAX_CONTENT_CHARS", 200_000, minimum=1),
         context_tokens=_int(env, "CHATRELAY_CONTEXT_TOKENS", 64_000),
         checkpoint_interval=_float(env, "CHATRELAY_CHECKPOINT_INTERVAL", 1.0, minimum=0.05),
+        sqlite_busy_timeout=_float(env, "CHATRELAY_SQLITE_BUSY_TIMEOUT", 5.0, minimum=0.01),
         gc_threshold=_int(env, "CHATRELAY_GC_THRESHOLD", DEFAULT_YOUNG_THRESHOLD),
         finished_log_ttl=finished_log_ttl,
         stream_token_ttl=_float(env, "CHATRELAY_STREAM_TOKEN_TTL", 3600.0, minimum=1.0),

@@ -13,6 +13,7 @@ from tests.fakes.service import ServiceProcess
 from tests.fakes.upstream import Reply
 
 FRONT = "http://front.example:5173"
+BACKENDS = ("sqlite",)  # the HTTP edge only: storage plays no part
 RELAY_ENV = {"CHATRELAY_CORS_ORIGINS": f"{FRONT},https://other.example"}
 AUTH = {"Authorization": f"Bearer {CLIENT_KEYS['acme']}"}
 

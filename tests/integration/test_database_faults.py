@@ -133,7 +133,8 @@ async def test_sqlite_locked_for_seconds(stack: Stack) -> None:
 
 
 async def test_final_write_spooled_when_stopping_during_outage(stack: Stack) -> None:
-    service = stack.service(CHATRELAY_SHUTDOWN_GRACE="1")
+    # A short SQLite busy timeout: each write the lock refuses fails after 1 s, not 5.
+    service = stack.service(CHATRELAY_SHUTDOWN_GRACE="1", CHATRELAY_SQLITE_BUSY_TIMEOUT="1")
     stack.upstream.enqueue(Reply(tokens=TOKENS[:10], delay=0.05))
     db_path = Path(stack.database_url.removeprefix("sqlite:///"))
     database = stack.database_url.rsplit("/", 1)[1]
@@ -147,9 +148,14 @@ async def test_final_write_spooled_when_stopping_during_outage(stack: Stack) -> 
             await _set_connections_allowed(database, False)
             await _terminate_backends(database)
         try:
+            following = time.monotonic()
             async with client.stream("GET", f"/v1/messages/{mid}/events") as response:
                 got = events(await collect(response))
             assert got[-1].event == "done", "subscribers get the end even while the DB is down"
+            if stack.backend == "sqlite":
+                # The terminal event follows the final write's first attempt, which waited
+                # behind a checkpoint's: two busy timeouts of 1 s (the default would be 10 s).
+                assert time.monotonic() - following < 2 * 1 + 3, "CHATRELAY_SQLITE_BUSY_TIMEOUT"
             assert service.proc is not None
             service.proc.send_signal(signal.SIGTERM)
             code = await asyncio.to_thread(service.proc.wait, 60)

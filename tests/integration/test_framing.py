@@ -7,6 +7,7 @@ from tests.fakes.sse_client import collect, content_of
 from tests.fakes.upstream import Reply
 from tests.integration.helpers import new_conversation, post_accepted
 
+BACKENDS = ("sqlite",)  # the HTTP edge only: storage plays no part
 RELAY_ENV = {"CHATRELAY_PING_INTERVAL": "0.3"}
 
 

@@ -4,6 +4,9 @@ connections, and a stream subscriber that never reads (issue #12, docs/security.
 Everything talks bytes over a real socket to a real `chatrelay serve`, with small limits
 and timeouts so each case takes about one timeout. Every refusal must be the JSON error
 shape with `Connection: close`, and the service must stay responsive meanwhile.
+
+These limits live in the HTTP protocol layer, below the app and its storage: the module runs
+on SQLite only (`BACKENDS`), the storage suites run on both databases.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ MAX_HEADER = 8192
 MAX_URL = 2048
 MARGIN = 3.0  # how much later than its timeout a refusal may come on a busy machine
 
+BACKENDS = ("sqlite",)
 RELAY_ENV = {
     "CHATRELAY_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
     "CHATRELAY_BODY_TIMEOUT": str(BODY_TIMEOUT),

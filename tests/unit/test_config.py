@@ -21,6 +21,7 @@ def test_defaults_need_no_configuration() -> None:
     assert settings.redis_url is None
     assert settings.redis_prefix == "chatrelay:"
     assert settings.lease_ttl == 30.0
+    assert settings.sqlite_busy_timeout_ms == 5000
 
 
 def test_a_base_url_without_a_key_is_a_keyless_server_not_the_mock() -> None:
@@ -42,6 +43,7 @@ def test_values_are_read() -> None:
             "CHATRELAY_INCLUDE_USAGE": "false",
             "CHATRELAY_LEASE_TTL": "2.5",
             "CHATRELAY_REDIS_PREFIX": "tenant-a:",
+            "CHATRELAY_SQLITE_BUSY_TIMEOUT": "0.25",
         }
     )
     assert not settings.use_mock_upstream
@@ -56,6 +58,7 @@ def test_values_are_read() -> None:
     assert settings.include_usage is False
     assert settings.lease_ttl == 2.5
     assert settings.redis_prefix == "tenant-a:"
+    assert settings.sqlite_busy_timeout_ms == 250
 
 
 def test_redis_settings() -> None:
@@ -109,6 +112,8 @@ def test_secrets_stay_out_of_repr() -> None:
         ),
         ({"CHATRELAY_REDIS_MAX_EVENTS": "10"}, "CHATRELAY_REDIS_MAX_EVENTS"),
         ({"CHATRELAY_LEASE_TTL": "0.5"}, "CHATRELAY_LEASE_TTL"),
+        ({"CHATRELAY_SQLITE_BUSY_TIMEOUT": "0"}, "CHATRELAY_SQLITE_BUSY_TIMEOUT"),
+        ({"CHATRELAY_SQLITE_BUSY_TIMEOUT": "nan"}, "finite"),
         ({"CHATRELAY_STREAM_TOKEN_TTL": "inf"}, "finite"),
         ({"CHATRELAY_SHUTDOWN_GRACE": "1e400"}, "finite"),
         ({"CHATRELAY_API_KEYS": " , "}, "names no tenant:key"),

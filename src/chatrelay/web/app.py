@@ -112,7 +112,7 @@ def create_app(
                 mock_url = await mock.start()
                 stack.push_async_callback(mock.stop)
                 log.warning("mock upstream listening at %s", mock_url)
-            db = Database(settings.database_url)
+            db = Database(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
             await db.connect()
             stack.push_async_callback(db.disconnect)
             await apply_migrations(db)
