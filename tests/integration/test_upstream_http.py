@@ -1,10 +1,14 @@
-"""The upstream over real HTTP: error mapping, retries, timeouts, usage — on SQLite and PostgreSQL.
+"""The upstream over real HTTP: error mapping, retries, timeouts, usage.
 
 chatrelay runs as a real process and talks to the fake upstream (a real server) through its
 ordinary httpx client, so status lines, broken connections and silent sockets are the real
 thing. Every failure must end the assistant message `failed` with its own `error.code`, the
 same error in the SSE `error` event, the partial text kept, and the upstream key nowhere a
 client or the log could see it.
+
+What is tested here happens between chatrelay and its upstream; the message it ends with is
+recorded by the same code on either database, which the storage suites run on both. So this
+module runs on SQLite only (`BACKENDS`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from tests.fakes.service import ServiceProcess
 from tests.fakes.sse_client import Frame, content_of, events
 from tests.fakes.upstream import FakeUpstream, RecordedRequest, Reply, chunk_frame
 from tests.integration.helpers import new_conversation, post_streaming, wait_final
+
+BACKENDS = ("sqlite",)
 
 MAX_RETRIES = 1
 RETRY_BUDGET = 10.0
