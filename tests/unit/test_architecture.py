@@ -167,8 +167,10 @@ def test_middleware_acts_on_the_response_start_only() -> None:
     from chatrelay.config import Settings
     from chatrelay.web.app import RelayApp, create_app
     from chatrelay.web.instrumentation import Instrumentation
+    from chatrelay.web.sse import StreamHolder
 
     settings = replace(Settings(), cors_origins=("https://example.test",))
     app = create_app(settings)
     assert isinstance(app, RelayApp)
-    assert {m.cls for m in app.user_middleware} == {Instrumentation, CORSMiddleware}
+    # Instrumentation outside StreamHolder: it must see each stream's whole life.
+    assert [m.cls for m in app.user_middleware] == [Instrumentation, StreamHolder, CORSMiddleware]

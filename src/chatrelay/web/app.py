@@ -38,7 +38,7 @@ from chatrelay.web.errors import EXCEPTION_HANDLERS
 from chatrelay.web.instrumentation import Instrumentation
 from chatrelay.web.routes import conversations, health, messages, openai, page, responses, spec
 from chatrelay.web.routes import metrics as metrics_route
-from chatrelay.web.sse import SERVER_SEND
+from chatrelay.web.sse import SERVER_SEND, StreamHolder
 
 log = logging.getLogger("chatrelay")
 
@@ -204,14 +204,20 @@ def create_app(
         *spec.routes,
     ]
     # Instrumentation first: outermost, so every response (CORS preflights included) has
-    # its `x-request-id` and is counted.
+    # its `x-request-id` and is counted. Then `StreamHolder`, which holds event streams
+    # until they end once what is inside it has returned; Instrumentation, outside it,
+    # still sees each stream's whole life.
     instrumentation = Middleware(
         Instrumentation, metrics=metrics, log_requests=settings.log_format is LogFormat.JSON
     )
     app = RelayApp(
         routes=routes,
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[instrumentation, *cors_middleware(settings.cors_origins)],
+        middleware=[
+            instrumentation,
+            Middleware(StreamHolder),
+            *cors_middleware(settings.cors_origins),
+        ],
         lifespan=lifespan,
     )
     app.state.metrics = metrics

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from sse_starlette import EventSourceResponse
 from sse_starlette.event import ensure_bytes
 from sse_starlette.sse import AppStatus
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatrelay.broker.event import EventKind, LogEvent
 from chatrelay.slots import Slot
@@ -30,6 +31,36 @@ from chatrelay.sse.framing import PING_FRAME, event_frame, retry_field
 RETRY_MS = 2000
 # The scope key under which `RelayApp` (web/app.py) leaves the server's own `send`.
 SERVER_SEND = "chatrelay.server_send"
+# The scope key under which `StreamHolder` takes the rest of an event stream's response
+# (`RelayEventStream._hold`) to await itself, once the framework's frames have returned.
+DETACHED = "chatrelay.detached_stream"
+Hold = Callable[[Receive], Awaitable[None]]
+
+
+class StreamHolder:
+    """Middleware holding event streams until they end, so the frames inside it need not.
+
+    Once a stream's sender task runs, the route, Starlette's exception middleware, CORS and
+    the request object have nothing left to do, yet in ASGI each would wait out the stream
+    — a chain of a dozen coroutines, their closures and the request, per held stream. The
+    stream leaves the rest of its response here instead (`RelayEventStream._hold`) and
+    those frames return: about 4 KB less per held stream (docs/performance.md). Whatever
+    sits outside this middleware (Instrumentation) still sees the stream's whole life.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        held: list[Hold] = []
+        scope[DETACHED] = held
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            for hold in held:
+                await hold(receive)
+
+
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RETRY_FIELD = retry_field(RETRY_MS)
 
@@ -70,8 +101,10 @@ class RelayEventStream(EventSourceResponse):
     stack of its own rather than under the request's dozen framework frames. The client
     leaving cancels the sender; `end_open_streams` does at shutdown. What a client sees is
     the same: the same headers and bytes, the closing chunk when the server ends the
-    stream, nothing more once the client has gone. Any other configuration runs
-    sse-starlette's own path. Checked against sse-starlette 3.7 (`__call__`,
+    stream, nothing more once the client has gone. Under `StreamHolder` the rest of the
+    response (`_hold`: listening, the closing chunk, the background task, a subclass's
+    `_ended`) is left to it, so the framework's frames return meanwhile. Any other
+    configuration runs sse-starlette's own path. Checked against sse-starlette 3.7 (`__call__`,
     `_stream_response`, `_listen_for_disconnect`).
     """
 
@@ -80,13 +113,34 @@ class RelayEventStream(EventSourceResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._relayed(scope):
             await super().__call__(scope, receive, send)
+            self._ended()
             return
         if AppStatus.should_exit:
             self.active = False  # the server is stopping: no new stream
+        sender = None
         if self.active:
             sender = asyncio.get_running_loop().create_task(self._send_events(scope, send))
             self._sender = sender
             _OPEN.add(self)
+        held: list[Hold] | None = scope.get(DETACHED)
+        if held is not None:
+            # `StreamHolder` waits for the stream's end, above the framework's frames.
+            held.append(partial(self._hold, sender, send))
+            return
+        await self._hold(sender, send, receive)
+
+    async def _hold(self, sender: asyncio.Task[None] | None, send: Send, receive: Receive) -> None:
+        """Until the stream has ended: listen for the client leaving while `sender` sends,
+        end the body if the server ended the stream, then the background task."""
+        try:
+            await self._finish(sender, send, receive)
+        finally:
+            self._ended()
+
+    async def _finish(
+        self, sender: asyncio.Task[None] | None, send: Send, receive: Receive
+    ) -> None:
+        if sender is not None:
             try:
                 await self._until_sent_or_gone(receive, sender)
             finally:
@@ -108,6 +162,9 @@ class RelayEventStream(EventSourceResponse):
                 self._response_complete = True
         if self.background is not None:
             await self.background()
+
+    def _ended(self) -> None:
+        """The response has ended, however it ended (for subclasses)."""
 
     async def _until_sent_or_gone(self, receive: Receive, sender: asyncio.Task[None]) -> None:
         """Listen for the disconnect until the sender is done, whichever comes first."""
@@ -215,8 +272,12 @@ class SlottedEventStream(RelayEventStream):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
-        finally:
+        except BaseException:
             self._slot.release()
+            raise
+
+    def _ended(self) -> None:
+        self._slot.release()
 
 
 def event_stream(
