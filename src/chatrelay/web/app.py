@@ -12,8 +12,6 @@ from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 from chatrelay.broker.base import Broker
-from chatrelay.broker.control import RedisControlBus
-from chatrelay.broker.redis import RedisBroker
 from chatrelay.completions.catalog import ModelCatalog
 from chatrelay.completions.recording import ChatCompletions
 from chatrelay.config import LogFormat, Settings
@@ -127,6 +125,11 @@ def create_app(
             broker: Broker | None = None
             control = None
             if settings.redis_url:
+                # Imported here: redis-py is a tenth of the start-up's imports, and only
+                # instances that share a Redis need it.
+                from chatrelay.broker.redis import RedisBroker
+                from chatrelay.broker.redis_control import RedisControlBus
+
                 broker = RedisBroker(
                     settings.redis_url,
                     prefix=settings.redis_prefix,

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
-from chatrelay.broker.control import CancelReply, Command, RedisControlBus
+from chatrelay.broker.control import CancelReply, Command
+from chatrelay.broker.redis_control import RedisControlBus
 from tests.conftest import require_redis
 from tests.unit.generation.harness import until
 
