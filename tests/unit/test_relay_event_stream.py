@@ -57,6 +57,22 @@ class Probe:
 
 
 @asynccontextmanager
+async def serving_app(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
+    """`app` served by uvicorn on 127.0.0.1; yields a client for it."""
+    sock, port = bind_localhost()
+    server = EmbeddedServer(app)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:  # noqa: ASYNC110 - uvicorn sets a flag, not an event
+        await asyncio.sleep(0.005)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+@asynccontextmanager
 async def serving(
     make: Callable[[], EventSourceResponse], raised: list[BaseException] | None = None
 ) -> AsyncIterator[tuple[httpx.AsyncClient, asyncio.Event]]:
@@ -74,17 +90,8 @@ async def serving(
         finally:
             returned.set()
 
-    sock, port = bind_localhost()
-    server = EmbeddedServer(app)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:  # noqa: ASYNC110 - uvicorn sets a flag, not an event
-        await asyncio.sleep(0.005)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            yield client, returned
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+    async with serving_app(app) as client:
+        yield client, returned
 
 
 @pytest.fixture(autouse=True)
@@ -202,21 +209,6 @@ async def serving_relay_app(
     )
     async with serving_app(app) as client:
         yield client, framework_returned, returned
-
-
-@asynccontextmanager
-async def serving_app(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
-    sock, port = bind_localhost()
-    server = EmbeddedServer(app)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:  # noqa: ASYNC110 - uvicorn sets a flag, not an event
-        await asyncio.sleep(0.005)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 def _refuse(key: str, limit: int) -> TooManyRequests:

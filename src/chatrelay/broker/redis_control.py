@@ -14,11 +14,7 @@ from typing import Any
 import redis.asyncio as redis
 
 from chatrelay.broker.base import BrokerOperation, ErrorHook, ignore_error
-from chatrelay.broker.control import (
-    CancelReply,
-    Command,
-    Handler,
-)
+from chatrelay.broker.control import CancelReply, Command, Handler
 
 log = logging.getLogger("chatrelay.control")
 

@@ -112,8 +112,10 @@ class RelayEventStream(EventSourceResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._relayed(scope):
-            await super().__call__(scope, receive, send)
-            self._ended()
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                self._ended()
             return
         if AppStatus.should_exit:
             self.active = False  # the server is stopping: no new stream
@@ -133,38 +135,33 @@ class RelayEventStream(EventSourceResponse):
         """Until the stream has ended: listen for the client leaving while `sender` sends,
         end the body if the server ended the stream, then the background task."""
         try:
-            await self._finish(sender, send, receive)
+            if sender is not None:
+                try:
+                    await self._until_sent_or_gone(receive, sender)
+                finally:
+                    _OPEN.discard(self)
+                    self._sender = None
+                    sender.cancel()  # the client left (or this task is being cancelled)
+                    with contextlib.suppress(asyncio.CancelledError):
+                        # Its cleanup (the body's `finally`) runs first; a failure while
+                        # sending is raised here, as the response's failure.
+                        await sender
+            if not (self._response_complete or self._client_disconnected or self._send_interrupted):
+                # Ended by the server: a clean end of the chunked body, with the start
+                # message first if not a single event went out.
+                with contextlib.suppress(OSError):
+                    if not self._response_started:
+                        await send(self._start_message())
+                        self._response_started = True
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    self._response_complete = True
+            if self.background is not None:
+                await self.background()
         finally:
             self._ended()
 
-    async def _finish(
-        self, sender: asyncio.Task[None] | None, send: Send, receive: Receive
-    ) -> None:
-        if sender is not None:
-            try:
-                await self._until_sent_or_gone(receive, sender)
-            finally:
-                _OPEN.discard(self)
-                self._sender = None
-                sender.cancel()  # the client left (or this task is being cancelled)
-                with contextlib.suppress(asyncio.CancelledError):
-                    # Its cleanup (the body's `finally`) runs first; a failure while
-                    # sending is raised here, as the response's failure.
-                    await sender
-        if not (self._response_complete or self._client_disconnected or self._send_interrupted):
-            # Ended by the server: a clean end of the chunked body, with the start
-            # message first if not a single event went out.
-            with contextlib.suppress(OSError):
-                if not self._response_started:
-                    await send(self._start_message())
-                    self._response_started = True
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                self._response_complete = True
-        if self.background is not None:
-            await self.background()
-
     def _ended(self) -> None:
-        """The response has ended, however it ended (for subclasses)."""
+        """The response has ended, however it ended, on every path (for subclasses)."""
 
     async def _until_sent_or_gone(self, receive: Receive, sender: asyncio.Task[None]) -> None:
         """Listen for the disconnect until the sender is done, whichever comes first."""
@@ -268,13 +265,6 @@ class SlottedEventStream(RelayEventStream):
     def __init__(self, *args: Any, slot: Slot, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._slot = slot
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        except BaseException:
-            self._slot.release()
-            raise
 
     def _ended(self) -> None:
         self._slot.release()
