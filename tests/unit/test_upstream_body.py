@@ -1,7 +1,9 @@
-"""The upstream body as `body_chunks` reads it, over a real loopback socket.
+"""The upstream body as `body_chunks` reads it, over a real loopback socket, through both
+transports: chatrelay's own HTTP/1.1 connections (`Http11Transport`, direct upstreams) and
+aiohttp's (`UpstreamTransport`, behind a proxy).
 
-An event stream with no content coding is read from aiohttp's reader directly (not
-through httpx's `aiter_bytes`); these check that this shortcut still streams, still
+An event stream with no content coding is read from the transport's own stream directly
+(not through httpx's `aiter_bytes`); these check that this shortcut still streams, still
 undoes nothing it should undo, maps a broken body like the rest of the transport, and
 leaves the connection reusable.
 """
@@ -17,6 +19,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
+from chatrelay.upstream.http11 import Http11Transport
 from chatrelay.upstream.transport import UpstreamTransport, body_chunks
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -63,13 +66,30 @@ async def _server(handler: Handler) -> AsyncIterator[tuple[str, list[int]]]:
         await server.wait_closed()
 
 
-@asynccontextmanager
-async def _client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=UpstreamTransport(ssl.create_default_context())) as c:
-        yield c
+TRANSPORTS: dict[str, Callable[[ssl.SSLContext], httpx.AsyncBaseTransport]] = {
+    "http11": Http11Transport,
+    "aiohttp": UpstreamTransport,
+}
 
 
-async def test_plain_stream_is_read_chunk_by_chunk_from_the_transport() -> None:
+@pytest.fixture(params=sorted(TRANSPORTS))
+def transport_name(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def make_client(transport_name: str) -> Callable[[], httpx.AsyncClient]:
+    def make() -> httpx.AsyncClient:
+        transport = TRANSPORTS[transport_name](ssl.create_default_context())
+        return httpx.AsyncClient(transport=transport)
+
+    return make
+
+
+async def test_plain_stream_is_read_chunk_by_chunk_from_the_transport(
+    make_client: Callable[[], httpx.AsyncClient],
+) -> None:
     second_may_go = asyncio.Event()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -82,7 +102,7 @@ async def test_plain_stream_is_read_chunk_by_chunk_from_the_transport() -> None:
 
     async with (
         _server(handler) as (url, _),
-        _client() as client,
+        make_client() as client,
         client.stream("POST", url, json={}) as response,
     ):
         chunks = body_chunks(response)
@@ -95,7 +115,9 @@ async def test_plain_stream_is_read_chunk_by_chunk_from_the_transport() -> None:
     assert b"".join(rest) == b"data: two\n\n"
 
 
-async def test_compressed_stream_is_still_decoded() -> None:
+async def test_compressed_stream_is_still_decoded(
+    make_client: Callable[[], httpx.AsyncClient],
+) -> None:
     raw = b"data: zipped\n\n" * 50
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -106,14 +128,16 @@ async def test_compressed_stream_is_still_decoded() -> None:
 
     async with (
         _server(handler) as (url, _),
-        _client() as client,
+        make_client() as client,
         client.stream("POST", url, json={}) as response,
     ):
         body = b"".join([chunk async for chunk in body_chunks(response)])
     assert body == raw
 
 
-async def test_body_cut_short_is_an_httpx_protocol_error() -> None:
+async def test_body_cut_short_is_an_httpx_protocol_error(
+    make_client: Callable[[], httpx.AsyncClient],
+) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
         writer.write(HEAD + b"\r\n" + _chunk(b"data: one\n\n") + b"40\r\npartial")
@@ -122,7 +146,7 @@ async def test_body_cut_short_is_an_httpx_protocol_error() -> None:
 
     async with (
         _server(handler) as (url, _),
-        _client() as client,
+        make_client() as client,
         client.stream("POST", url, json={}) as response,
     ):
         received = []
@@ -132,7 +156,9 @@ async def test_body_cut_short_is_an_httpx_protocol_error() -> None:
     assert b"".join(received).startswith(b"data: one\n\n")  # what came before the cut
 
 
-async def test_connection_is_reused_once_the_body_is_read() -> None:
+async def test_connection_is_reused_once_the_body_is_read(
+    make_client: Callable[[], httpx.AsyncClient],
+) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for _ in range(2):
             await _read_request(reader)
@@ -140,7 +166,7 @@ async def test_connection_is_reused_once_the_body_is_read() -> None:
             await writer.drain()
         await reader.read()
 
-    async with _server(handler) as (url, connections), _client() as client:
+    async with _server(handler) as (url, connections), make_client() as client:
         for _ in range(2):
             async with client.stream("POST", url, json={}) as response:
                 body = b"".join([chunk async for chunk in body_chunks(response)])

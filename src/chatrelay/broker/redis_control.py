@@ -153,7 +153,7 @@ class RedisControlBus:
                 delay = min(delay * 2, _RETRY_MAX_DELAY)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
     def _receive(self, data: bytes) -> None:
         try:

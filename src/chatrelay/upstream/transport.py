@@ -1,9 +1,11 @@
-"""httpx's API over aiohttp's connection pool and C HTTP parser, for the upstream streams.
+"""httpx's API over aiohttp's connection pool and C HTTP parser, for upstreams behind a proxy.
 
 httpcore parses HTTP/1.1 in pure Python (h11): profiled under load it was a third of the
 relay's CPU, more than everything chatrelay itself does per event. `httpx-aiohttp` (the
 transport the OpenAI Python SDK offers for high concurrency) keeps httpx as the API and
-lets aiohttp read the bytes. Two things are ours on top of it:
+lets aiohttp read the bytes. An upstream reached directly goes through `http11` instead
+(lighter still); aiohttp stays for proxies, which it speaks to (absolute-form requests,
+`CONNECT` tunnels, proxy credentials). Two things are ours on top of it:
 
 - failures keep the httpx exception classes httpcore would have raised for the same
   event (a connection refused is `ConnectError`, a body cut short is `RemoteProtocolError`
@@ -72,10 +74,8 @@ _VERIFY_REASONS = {
 _TRUST_HINT = " (trust a private CA with CHATRELAY_UPSTREAM_CA_FILE or SSL_CERT_FILE)"
 
 
-def _tls_failure(exc: aiohttp.ClientSSLError) -> UpstreamTLSError:
-    cause: BaseException | None = getattr(exc, "certificate_error", None) or exc.__cause__
-    if not isinstance(cause, ssl.SSLError):
-        cause = getattr(exc, "os_error", None)
+def tls_failure(cause: BaseException | None) -> UpstreamTLSError:
+    """The error for a failed TLS handshake, naming the reason an operator can act on."""
     if isinstance(cause, ssl.SSLCertVerificationError):
         code = cause.verify_code
         reason = _VERIFY_REASONS.get(code, "the certificate was refused")
@@ -83,8 +83,14 @@ def _tls_failure(exc: aiohttp.ClientSSLError) -> UpstreamTLSError:
             reason += _TRUST_HINT
         detail = cause.verify_message or str(cause)
         return UpstreamTLSError(f"{reason} ({detail})")
-    detail = str(cause) if cause is not None else str(exc)
-    return UpstreamTLSError(f"the TLS handshake failed ({detail})")
+    return UpstreamTLSError(f"the TLS handshake failed ({cause})")
+
+
+def _tls_failure(exc: aiohttp.ClientSSLError) -> UpstreamTLSError:
+    cause: BaseException | None = getattr(exc, "certificate_error", None) or exc.__cause__
+    if not isinstance(cause, ssl.SSLError):
+        cause = getattr(exc, "os_error", None)
+    return tls_failure(cause if cause is not None else exc)
 
 
 # aiohttp's failures as the httpx exception httpcore raises for the same event; the first
@@ -167,7 +173,9 @@ class _Body(httpx.AsyncByteStream):
             await self._inner.aclose()  # a connection that already broke has nothing to close
 
 
-_BODY = "chatrelay.body"  # the response extension that holds the `_Body`
+# The response extension that holds a transport's own body stream (`_Body` here,
+# `http11._Body`), which `body_chunks` reads directly.
+BODY_EXTENSION = "chatrelay.body"
 _NOT_ENCODED = ("", "identity")
 
 
@@ -180,9 +188,9 @@ def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
     chunk, for bytes they pass on unchanged. A response from another transport, or a
     compressed one, goes through `aiter_bytes`. Either way `response.aclose()` closes it.
     """
-    body = response.extensions.get(_BODY)
+    body = response.extensions.get(BODY_EXTENSION)
     coding = response.headers.get("content-encoding", "").strip().lower()
-    if isinstance(body, _Body) and coding in _NOT_ENCODED:
+    if isinstance(body, httpx.AsyncByteStream) and coding in _NOT_ENCODED:
         return body.__aiter__()
     return response.aiter_bytes()
 
@@ -235,5 +243,5 @@ class UpstreamTransport(AiohttpTransport):
         assert isinstance(response.stream, httpx.AsyncByteStream)
         body = _Body(response.stream)
         response.stream = body
-        response.extensions[_BODY] = body
+        response.extensions[BODY_EXTENSION] = body
         return response
