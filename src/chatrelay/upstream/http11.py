@@ -32,7 +32,7 @@ import collections
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import aiohappyeyeballs
@@ -224,15 +224,18 @@ class _Connection(asyncio.Protocol):
         self.busy = True
         self.transport.write(head)
         try:
-            async with asyncio.timeout(limit):
+            if limit is None:  # a stream: the caller's watchdog times the first byte
                 await self._head
+            else:
+                async with asyncio.timeout(limit):
+                    await self._head
         except TimeoutError:
             self.close()
             raise httpx.ReadTimeout("the upstream did not answer in time") from None
         return self._status, self._reason, self._headers
 
-    async def body(self, limit: float | None) -> AsyncIterator[bytes]:
-        """The response body's bytes as they arrive."""
+    async def body(self, limit: float | None, ended: Callable[[], None]) -> AsyncIterator[bytes]:
+        """The response body's bytes as they arrive; `ended()` once it is read to its end."""
         loop = asyncio.get_running_loop()
         chunks = self._chunks
         while True:
@@ -249,6 +252,7 @@ class _Connection(asyncio.Protocol):
                 yield chunk
                 continue
             if self._complete:
+                ended()
                 return
             if self._error is not None:
                 raise self._error
@@ -292,13 +296,13 @@ class _Body(httpx.AsyncByteStream):
         self._conn: _Connection | None = conn
         self._timeout = timeout
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        # The connection's own generator, not one around it: a paced stream is a chunk
+        # per token, and each generator between it and the SSE parser is a frame per chunk.
         conn = self._conn
         if conn is None:
             raise httpx.StreamClosed()
-        async for chunk in conn.body(self._timeout):
-            yield chunk
-        self._release()
+        return conn.body(self._timeout, self._release)
 
     async def aclose(self) -> None:
         self._release()
