@@ -498,7 +498,7 @@ def _machine() -> str:
     except OSError:
         pass
     versions = []
-    for name in ("uvicorn", "starlette", "sse-starlette", "httpx", "aiohttp", "orjson"):
+    for name in ("uvicorn", "starlette", "sse-starlette", "httpx", "httptools", "uvloop", "orjson"):
         try:
             from importlib.metadata import version
 
