@@ -42,8 +42,9 @@ import httpx
 from chatrelay.upstream.resolver import Resolver
 from chatrelay.upstream.transport import BODY_EXTENSION, Trace, tls_failure
 
-_HIGH_WATER = 256 * 1024  # unread body bytes at which reading the socket pauses
-_LOW_WATER = 64 * 1024
+# Unread body bytes at which reading the socket pauses; the reader takes all that is
+# buffered at once, and reading resumes then.
+_HIGH_WATER = 256 * 1024
 _MAX_HEAD_BYTES = 64 * 1024  # status line and headers of one response
 _BAD_HEADER = re.compile(rb"[\x00\r\n]")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -143,12 +144,6 @@ class _Connection(asyncio.Protocol):
                 "peer closed connection without sending complete message body"
             )
         self._fail(error)
-
-    def pause_writing(self) -> None:
-        pass  # a request is a few kilobytes, written once
-
-    def resume_writing(self) -> None:
-        pass
 
     # -- httptools' callbacks -------------------------------------------------------------
 
