@@ -42,6 +42,23 @@ def test_httpx_only_in_upstream_and_the_client() -> None:
     assert all(module.startswith(("upstream/", "client/")) for module in _importers("httpx"))
 
 
+def test_aiohttp_only_in_the_proxy_transport() -> None:
+    # A direct upstream goes through `http11`; aiohttp is for proxies, imported when one is
+    # configured (`UpstreamClient`), so the rest of the service never loads it.
+    assert _importers("aiohttp") | _importers("httpx_aiohttp") == {"upstream/transport.py"}
+    assert "chatrelay.upstream.transport" not in _modules()["upstream/http11.py"]
+
+
+def test_direct_upstreams_do_not_load_aiohttp() -> None:
+    import subprocess
+
+    code = "import sys, chatrelay.web.app, chatrelay.cli; print('aiohttp' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"
+
+
 def test_nothing_of_the_service_imports_the_client() -> None:
     # Only the terminal commands (cli.py) use the client; the service must not depend on it.
     outside = {m for m in _importers("chatrelay.client") if not m.startswith("client/")}

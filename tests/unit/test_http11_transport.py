@@ -14,8 +14,8 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
+from chatrelay.upstream.body import body_chunks
 from chatrelay.upstream.http11 import Http11Transport
-from chatrelay.upstream.transport import body_chunks
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

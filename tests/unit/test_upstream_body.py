@@ -19,8 +19,9 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
+from chatrelay.upstream.body import body_chunks
 from chatrelay.upstream.http11 import Http11Transport
-from chatrelay.upstream.transport import UpstreamTransport, body_chunks
+from chatrelay.upstream.transport import UpstreamTransport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

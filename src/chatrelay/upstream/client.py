@@ -40,12 +40,12 @@ from chatrelay.observe import NULL_OBSERVER, Observer
 from chatrelay.sse.event import SSEEvent
 from chatrelay.sse.parser import SSEEventTooLarge, SSEParser
 from chatrelay.upstream.assembler import ChunkAssembler, ChunkDelta
+from chatrelay.upstream.body import Trace, body_chunks
 from chatrelay.upstream.http11 import Http11Transport
 from chatrelay.upstream.http_errors import Call, http_error, not_an_event_stream, transport_error
 from chatrelay.upstream.redact import scrub
 from chatrelay.upstream.timeouts import Phase, timeout_error
 from chatrelay.upstream.tls import tls_context
-from chatrelay.upstream.transport import Trace, UpstreamTransport, body_chunks
 from chatrelay.upstream.watchdog import Watchdog
 
 log = logging.getLogger("chatrelay.upstream")
@@ -395,6 +395,9 @@ class UpstreamClient:
         )
         self._transport: httpx.AsyncBaseTransport
         if config.proxy:
+            # aiohttp (and its import time) only for an upstream behind a proxy.
+            from chatrelay.upstream.transport import UpstreamTransport
+
             self._transport = UpstreamTransport(
                 tls_context(config.trust), proxy=config.proxy, proxy_setting=config.proxy_setting
             )

@@ -39,8 +39,9 @@ import aiohappyeyeballs
 import httptools
 import httpx
 
+from chatrelay.upstream.body import BODY_EXTENSION, Trace
+from chatrelay.upstream.failures import tls_failure
 from chatrelay.upstream.resolver import Resolver
-from chatrelay.upstream.transport import BODY_EXTENSION, Trace, tls_failure
 
 # Unread body bytes at which reading the socket pauses; the reader takes all that is
 # buffered at once, and reading resumes then.

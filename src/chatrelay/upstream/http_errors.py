@@ -23,9 +23,9 @@ from typing import Any, NamedTuple
 import httpx
 
 from chatrelay.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from chatrelay.upstream.failures import UpstreamProxyRefused, UpstreamTLSError
 from chatrelay.upstream.redact import Secrets, redact, shorten
 from chatrelay.upstream.timeouts import Phase, timeout_error
-from chatrelay.upstream.transport import UpstreamProxyRefused, UpstreamTLSError
 
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_\-:.]{1,100}")

@@ -21,32 +21,19 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
-from typing import Any
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-Trace = Callable[[str, dict[str, Any]], Awaitable[None]]
+from chatrelay.upstream.body import BODY_EXTENSION, Trace
+from chatrelay.upstream.failures import UpstreamProxyRefused, UpstreamTLSError, tls_failure
 
 _TRACE: contextvars.ContextVar[Trace | None] = contextvars.ContextVar(
     "chatrelay_upstream_trace", default=None
 )
-
-
-class UpstreamTLSError(httpx.ConnectError):
-    """The upstream's certificate was refused, or TLS failed before any HTTP was spoken.
-
-    httpcore reports these as a plain `ConnectError`; they get a class of their own because
-    they fail the same way every time (no retry) and the operator needs to know which way.
-    """
-
-
-class UpstreamProxyRefused(httpx.ProxyError):
-    """The proxy answered `CONNECT` with something other than 200 (407: it wants other
-    credentials; 403: it does not allow that host). Asking again gets the same answer."""
 
 
 def _proxy_refusal(exc: aiohttp.ClientHttpProxyError, setting: str | None) -> UpstreamProxyRefused:
@@ -57,33 +44,6 @@ def _proxy_refusal(exc: aiohttp.ClientHttpProxyError, setting: str | None) -> Up
         hint = f"check {where}, or whether the proxy lets chatrelay reach the upstream"
     reason = f" {exc.message}" if exc.message else ""
     return UpstreamProxyRefused(f"the proxy answered HTTP {exc.status}{reason} to CONNECT; {hint}")
-
-
-# What an OpenSSL verification code means to an operator (`X509_V_ERR_*`).
-_VERIFY_REASONS = {
-    2: "unknown issuer: the certificate's CA is not trusted",
-    9: "the certificate is not yet valid",
-    10: "the certificate has expired",
-    18: "the certificate is self-signed and not trusted",
-    19: "a self-signed certificate in the chain is not trusted",
-    20: "unknown issuer: the certificate's CA is not trusted",
-    21: "unknown issuer: the certificate's CA is not trusted",
-    62: "wrong host: the certificate is not valid for this host name",
-    64: "wrong host: the certificate is not valid for this IP address",
-}
-_TRUST_HINT = " (trust a private CA with CHATRELAY_UPSTREAM_CA_FILE or SSL_CERT_FILE)"
-
-
-def tls_failure(cause: BaseException | None) -> UpstreamTLSError:
-    """The error for a failed TLS handshake, naming the reason an operator can act on."""
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        code = cause.verify_code
-        reason = _VERIFY_REASONS.get(code, "the certificate was refused")
-        if code in (2, 18, 19, 20, 21):
-            reason += _TRUST_HINT
-        detail = cause.verify_message or str(cause)
-        return UpstreamTLSError(f"{reason} ({detail})")
-    return UpstreamTLSError(f"the TLS handshake failed ({cause})")
 
 
 def _tls_failure(exc: aiohttp.ClientSSLError) -> UpstreamTLSError:
@@ -171,28 +131,6 @@ class _Body(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         with contextlib.suppress(httpx.HTTPError, aiohttp.ClientError):
             await self._inner.aclose()  # a connection that already broke has nothing to close
-
-
-# The response extension that holds a transport's own body stream (`_Body` here,
-# `http11._Body`), which `body_chunks` reads directly.
-BODY_EXTENSION = "chatrelay.body"
-_NOT_ENCODED = ("", "identity")
-
-
-def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The response body's bytes as they arrive.
-
-    When the body has no content coding to undo (an event stream, nearly always), they
-    come from the transport's own stream, not through httpx's `aiter_bytes` — two more
-    async generators (`aiter_raw`, the client's bound stream) and two re-chunkers per
-    chunk, for bytes they pass on unchanged. A response from another transport, or a
-    compressed one, goes through `aiter_bytes`. Either way `response.aclose()` closes it.
-    """
-    body = response.extensions.get(BODY_EXTENSION)
-    coding = response.headers.get("content-encoding", "").strip().lower()
-    if isinstance(body, httpx.AsyncByteStream) and coding in _NOT_ENCODED:
-        return body.__aiter__()
-    return response.aiter_bytes()
 
 
 class UpstreamTransport(AiohttpTransport):
