@@ -124,6 +124,7 @@ class _Connection(asyncio.Protocol):
             self._fail(httpx.RemoteProtocolError("the upstream switched protocols"))
 
     def eof_received(self) -> bool | None:
+        self.closed = True  # not to be taken from the pool before `connection_lost` runs
         return None  # close the transport: a half-closed upstream answers nothing more
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -343,7 +344,9 @@ class Http11Transport(httpx.AsyncBaseTransport):
         oldest = time.monotonic() - self._expiry
         while idle:
             conn = idle.pop()
-            if not conn.closed and conn.idle_since > oldest:
+            transport = conn.transport
+            alive = not conn.closed and transport is not None and not transport.is_closing()
+            if alive and conn.idle_since > oldest:
                 return conn
             conn.close()
         return None
