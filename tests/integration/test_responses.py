@@ -209,9 +209,13 @@ def test_cancel_a_background_response(relay: Relay) -> None:
     relay.upstream.enqueue(Reply(tokens=[f"x{i} " for i in range(200)], delay=0.05))
     client = _sdk(relay)
     created = client.responses.create(model="fake-model", input="Long", background=True)
-    for event in client.responses.retrieve(created.id, stream=True):
-        if event.type == "response.output_text.delta":
-            break
+    # Closed here, not whenever the collector finalizes it: the SDK's stream generator sits
+    # in a reference cycle, and closed by a collection that runs while the client's pool
+    # lock is held (a later request), it waits on that lock for ever.
+    with client.responses.retrieve(created.id, stream=True) as stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                break
     cancelled = client.responses.cancel(created.id)
     assert cancelled.status == "cancelled"
     assert cancelled.output_text.startswith("x0 ")
