@@ -378,8 +378,8 @@ class UpstreamClient:
     request start and end (encode/httpcore#1035) and parses HTTP in pure Python (h11).
     An upstream reached directly goes through chatrelay's own HTTP/1.1 connections
     (`http11.Http11Transport`: a pool taken from and returned to in constant time, C
-    parsing, about half of aiohttp's CPU per new stream); one behind a proxy through
-    aiohttp's (`transport.UpstreamTransport`), which speaks to proxies.
+    parsing, a new connection for ~30 µs of CPU against aiohttp's ~80-110); one behind a
+    proxy through aiohttp's (`transport.UpstreamTransport`), which speaks to proxies.
     """
 
     def __init__(self, config: UpstreamConfig, *, observer: Observer = NULL_OBSERVER) -> None:
