@@ -349,3 +349,32 @@ async def test_the_trace_hears_when_the_request_goes_out() -> None:
         request = httpx.Request("POST", f"{url}/v1/x", extensions={"trace": trace})
         await client.send(request)
     assert heard == ["http11.send_request_headers.started", "server read the request"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "body"),
+    [
+        (  # chunk extensions and trailers, which HTTP/1.1 allows
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"5;name=value\r\nhello\r\n0\r\nx-trailer: 1\r\n\r\n",
+            b"hello",
+        ),
+        (  # an HTTP/1.0 server: the body ends with the connection
+            b"HTTP/1.0 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: old\n\n",
+            b"data: old\n\n",
+        ),
+    ],
+    ids=["chunk-extensions-and-trailers", "http-1.0"],
+)
+async def test_older_and_rarer_framings_are_read(answer: bytes, body: bytes) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        if b"HTTP/1.0" not in answer:
+            await reader.read()
+
+    async with _server(handler) as (url, _), _client() as client:
+        async with asyncio.timeout(5):
+            response = await client.post(f"{url}/v1/x", json={})
+    assert (response.status_code, response.content) == (200, body)
