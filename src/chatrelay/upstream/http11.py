@@ -33,7 +33,7 @@ import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
+from typing import cast
 
 import aiohappyeyeballs
 import httptools
@@ -213,7 +213,9 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    async def exchange(self, head: bytes, limit: float | None) -> tuple[int, bytes, list[Any]]:
+    async def exchange(
+        self, head: bytes, limit: float | None
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         """Write a request; the response's status, reason and headers when they arrive."""
         assert self.transport is not None
         loop = asyncio.get_running_loop()
