@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
@@ -16,51 +16,7 @@ import pytest
 
 from chatrelay.upstream.body import body_chunks
 from chatrelay.upstream.http11 import Http11Transport
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    """One request's head and body (Content-Length or chunked)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    length, chunked = 0, False
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-        if name.strip().lower() == b"transfer-encoding":
-            chunked = True
-    if chunked:
-        body = b""
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-            body += (await reader.readexactly(size + 2))[:size]
-            if size == 0:
-                return head, body
-    return head, await reader.readexactly(length) if length else b""
-
-
-@asynccontextmanager
-async def _server(handler: Handler) -> AsyncIterator[tuple[str, list[int]]]:
-    """A raw HTTP/1.1 server on 127.0.0.1; yields its base URL and a list counting connections."""
-    connections: list[int] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(1)
-        try:
-            await handler(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}", connections
-    finally:
-        server.close()
-        await server.wait_closed()
+from tests.fakes.raw_http import answering, raw_server, read_request
 
 
 @asynccontextmanager
@@ -79,12 +35,12 @@ async def test_request_goes_out_whole_and_a_content_length_answer_is_read() -> N
     seen: list[tuple[bytes, bytes]] = []
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        seen.append(await _read_request(reader))
+        seen.append(await read_request(reader))
         writer.write(_answer(b'{"ok": true}', b"content-type: application/json", b"x-a: 1"))
         await writer.drain()
         await reader.read()
 
-    async with _server(handler) as (url, _), _client() as client:
+    async with raw_server(handler) as (url, _), _client() as client:
         response = await client.post(f"{url}/v1/x?api-version=2", json={"a": 1})
     assert response.status_code == 200
     assert response.json() == {"ok": True}
@@ -100,7 +56,7 @@ async def test_a_streamed_request_body_goes_out_chunked() -> None:
     seen: list[tuple[bytes, bytes]] = []
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        seen.append(await _read_request(reader))
+        seen.append(await read_request(reader))
         writer.write(_answer(b"ok"))
         await writer.drain()
 
@@ -108,7 +64,7 @@ async def test_a_streamed_request_body_goes_out_chunked() -> None:
         yield b"one "
         yield b"two"
 
-    async with _server(handler) as (url, _), _client() as client:
+    async with raw_server(handler) as (url, _), _client() as client:
         response = await client.post(f"{url}/v1/x", content=parts())
     assert response.status_code == 200
     assert b"transfer-encoding: chunked" in seen[0][0].lower()
@@ -120,7 +76,7 @@ async def test_chunks_arrive_as_the_server_sends_them_and_the_connection_is_reus
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for _ in range(3):
-            await _read_request(reader)
+            await read_request(reader)
             writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
             await writer.drain()
             await go_on.wait()
@@ -128,7 +84,7 @@ async def test_chunks_arrive_as_the_server_sends_them_and_the_connection_is_reus
             await writer.drain()
         await reader.read()
 
-    async with _server(handler) as (url, connections), _client() as client:
+    async with raw_server(handler) as (url, connections), _client() as client:
         for _ in range(3):
             go_on.clear()
             async with client.stream("POST", f"{url}/v1/x", json={}) as response:
@@ -142,11 +98,11 @@ async def test_chunks_arrive_as_the_server_sends_them_and_the_connection_is_reus
 async def test_a_body_left_unread_closes_its_connection() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
-            await _read_request(reader)
+            await read_request(reader)
             writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
             await writer.drain()
 
-    async with _server(handler) as (url, connections), _client() as client:
+    async with raw_server(handler) as (url, connections), _client() as client:
         for _ in range(2):
             async with client.stream("POST", f"{url}/v1/x", json={}) as response:
                 assert await anext(body_chunks(response)) == b"first"
@@ -155,13 +111,13 @@ async def test_a_body_left_unread_closes_its_connection() -> None:
 
 async def test_a_body_delimited_by_the_end_of_the_connection_is_whole() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: a\n\n")
         await writer.drain()
         writer.write(b"data: b\n\n")
         await writer.drain()
 
-    async with _server(handler) as (url, connections), _client() as client:
+    async with raw_server(handler) as (url, connections), _client() as client:
         for _ in range(2):
             async with client.stream("POST", f"{url}/v1/x", json={}) as response:
                 body = b"".join([c async for c in body_chunks(response)])
@@ -170,24 +126,17 @@ async def test_a_body_delimited_by_the_end_of_the_connection_is_whole() -> None:
 
 
 async def test_an_interim_answer_is_skipped() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + _answer(b"real"))
-        await writer.drain()
-
-    async with _server(handler) as (url, _), _client() as client:
+    async with (
+        raw_server(answering(b"HTTP/1.1 100 Continue\r\n\r\n" + _answer(b"real"))) as (url, _),
+        _client() as client,
+    ):
         response = await client.post(f"{url}/v1/x", json={})
     assert (response.status_code, response.content) == (200, b"real")
 
 
 async def test_a_connection_the_server_closed_while_idle_is_not_used_again() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(_answer(b"once"))
-        await writer.drain()
-        # then close: the client's pooled connection is dead
-
-    async with _server(handler) as (url, connections), _client() as client:
+    # `answering` closes the connection after its answer: the client's pooled one is dead.
+    async with raw_server(answering(_answer(b"once"))) as (url, connections), _client() as client:
         assert (await client.post(f"{url}/v1/x", json={})).content == b"once"
         await asyncio.sleep(0.05)  # the close reaches the client
         assert (await client.post(f"{url}/v1/x", json={})).content == b"once"
@@ -196,13 +145,13 @@ async def test_a_connection_the_server_closed_while_idle_is_not_used_again() -> 
 
 async def test_bytes_on_an_idle_connection_retire_it() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(_answer(b"first"))
         writer.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n")  # unasked
         await writer.drain()
         await reader.read()
 
-    async with _server(handler) as (url, connections), _client() as client:
+    async with raw_server(handler) as (url, connections), _client() as client:
         assert (await client.post(f"{url}/v1/x", json={})).content == b"first"
         await asyncio.sleep(0.05)
         async with asyncio.timeout(5):
@@ -214,11 +163,11 @@ async def test_bytes_on_an_idle_connection_retire_it() -> None:
 async def test_idle_connections_expire() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
-            await _read_request(reader)
+            await read_request(reader)
             writer.write(_answer(b"ok"))
             await writer.drain()
 
-    async with _server(handler) as (url, connections), _client(keepalive_expiry=0.1) as client:
+    async with raw_server(handler) as (url, connections), _client(keepalive_expiry=0.1) as client:
         await client.post(f"{url}/v1/x", json={})
         await client.post(f"{url}/v1/x", json={})
         assert len(connections) == 1
@@ -230,13 +179,8 @@ async def test_idle_connections_expire() -> None:
 async def test_a_large_body_read_slowly_arrives_whole() -> None:
     body = bytes(range(256)) * 8192  # 2 MiB, well over the point where reading pauses
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(_answer(body))
-        await writer.drain()
-
     async with (
-        _server(handler) as (url, _),
+        raw_server(answering(_answer(body))) as (url, _),
         _client() as client,
         client.stream("POST", f"{url}/v1/x", json={}) as response,
     ):
@@ -267,28 +211,28 @@ async def test_refused_connection_is_a_connect_error() -> None:
 )
 async def test_an_answer_that_is_not_http_is_a_protocol_error(answer: bytes) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(answer)
         await writer.drain()
         await reader.read()
 
-    async with _server(handler) as (url, _), _client() as client:
+    async with raw_server(handler) as (url, _), _client() as client:
         with pytest.raises(httpx.RemoteProtocolError):
             await client.post(f"{url}/v1/x", json={})
 
 
 async def test_server_gone_before_answering_is_a_protocol_error() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
 
-    async with _server(handler) as (url, _), _client() as client:
+    async with raw_server(handler) as (url, _), _client() as client:
         with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
             await client.post(f"{url}/v1/x", json={})
 
 
 async def test_a_reset_mid_body_is_a_read_or_protocol_error() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
         await writer.drain()
         sock = writer.get_extra_info("socket")
@@ -296,7 +240,7 @@ async def test_a_reset_mid_body_is_a_read_or_protocol_error() -> None:
         writer.transport.abort()  # RST
 
     async with (
-        _server(handler) as (url, _),
+        raw_server(handler) as (url, _),
         _client() as client,
         client.stream("POST", f"{url}/v1/x", json={}) as response,
     ):
@@ -307,13 +251,13 @@ async def test_a_reset_mid_body_is_a_read_or_protocol_error() -> None:
 
 async def test_read_timeout_applies_to_the_answer_and_to_each_read() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         await asyncio.sleep(1)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf")
         await writer.drain()
         await reader.read()
 
-    async with _server(handler) as (url, _), _client() as client:
+    async with raw_server(handler) as (url, _), _client() as client:
         with pytest.raises(httpx.ReadTimeout):
             await client.post(f"{url}/v1/x", json={}, timeout=0.2)
         with pytest.raises(httpx.ReadTimeout):
@@ -321,12 +265,7 @@ async def test_read_timeout_applies_to_the_answer_and_to_each_read() -> None:
 
 
 async def test_a_header_with_a_line_break_is_refused_before_sending() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(_answer(b"ok"))
-        await writer.drain()
-
-    async with _server(handler) as (url, connections), _client() as client:
+    async with raw_server(answering(_answer(b"ok"))) as (url, connections), _client() as client:
         request = httpx.Request("POST", f"{url}/v1/x", headers={"x-a": "b\r\nx-evil: 1"})
         with pytest.raises(httpx.LocalProtocolError):
             await client.send(request)
@@ -337,7 +276,7 @@ async def test_the_trace_hears_when_the_request_goes_out() -> None:
     heard: list[str] = []
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         heard.append("server read the request")
         writer.write(_answer(b"ok"))
         await writer.drain()
@@ -345,7 +284,7 @@ async def test_the_trace_hears_when_the_request_goes_out() -> None:
     async def trace(name: str, info: dict[str, object]) -> None:
         heard.append(name)
 
-    async with _server(handler) as (url, _), _client() as client:
+    async with raw_server(handler) as (url, _), _client() as client:
         request = httpx.Request("POST", f"{url}/v1/x", extensions={"trace": trace})
         await client.send(request)
     assert heard == ["http11.send_request_headers.started", "server read the request"]
@@ -368,13 +307,13 @@ async def test_the_trace_hears_when_the_request_goes_out() -> None:
 )
 async def test_older_and_rarer_framings_are_read(answer: bytes, body: bytes) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(answer)
         await writer.drain()
         if b"HTTP/1.0" not in answer:
             await reader.read()
 
-    async with _server(handler) as (url, _), _client() as client:
+    async with raw_server(handler) as (url, _), _client() as client:
         async with asyncio.timeout(5):
             response = await client.post(f"{url}/v1/x", json={})
     assert (response.status_code, response.content) == (200, body)

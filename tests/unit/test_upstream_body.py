@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -22,19 +21,7 @@ import pytest
 from chatrelay.upstream.body import body_chunks
 from chatrelay.upstream.http11 import Http11Transport
 from chatrelay.upstream.transport import UpstreamTransport
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-async def _read_request(reader: asyncio.StreamReader) -> None:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    if length:
-        await reader.readexactly(length)
+from tests.fakes.raw_http import raw_server, read_request
 
 
 def _chunk(data: bytes) -> bytes:
@@ -44,27 +31,7 @@ def _chunk(data: bytes) -> bytes:
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
 
 
-@asynccontextmanager
-async def _server(handler: Handler) -> AsyncIterator[tuple[str, list[int]]]:
-    """A raw HTTP/1.1 server on 127.0.0.1; yields its URL and a list counting connections."""
-    connections: list[int] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(1)
-        try:
-            await handler(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/v1/chat/completions", connections
-    finally:
-        server.close()
-        await server.wait_closed()
+PATH = "/v1/chat/completions"
 
 
 TRANSPORTS: dict[str, Callable[[ssl.SSLContext], httpx.AsyncBaseTransport]] = {
@@ -94,7 +61,7 @@ async def test_plain_stream_is_read_chunk_by_chunk_from_the_transport(
     second_may_go = asyncio.Event()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(HEAD + b"\r\n" + _chunk(b"data: one\n\n"))
         await writer.drain()
         await asyncio.wait_for(second_may_go.wait(), 10)
@@ -102,9 +69,9 @@ async def test_plain_stream_is_read_chunk_by_chunk_from_the_transport(
         await writer.drain()
 
     async with (
-        _server(handler) as (url, _),
+        raw_server(handler) as (base, _),
         make_client() as client,
-        client.stream("POST", url, json={}) as response,
+        client.stream("POST", base + PATH, json={}) as response,
     ):
         chunks = body_chunks(response)
         # The transport's own reader, not httpx's re-chunking generators.
@@ -122,15 +89,15 @@ async def test_compressed_stream_is_still_decoded(
     raw = b"data: zipped\n\n" * 50
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(HEAD + b"content-encoding: gzip\r\n\r\n" + _chunk(gzip.compress(raw)))
         writer.write(b"0\r\n\r\n")
         await writer.drain()
 
     async with (
-        _server(handler) as (url, _),
+        raw_server(handler) as (base, _),
         make_client() as client,
-        client.stream("POST", url, json={}) as response,
+        client.stream("POST", base + PATH, json={}) as response,
     ):
         body = b"".join([chunk async for chunk in body_chunks(response)])
     assert body == raw
@@ -140,15 +107,15 @@ async def test_body_cut_short_is_an_httpx_protocol_error(
     make_client: Callable[[], httpx.AsyncClient],
 ) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(HEAD + b"\r\n" + _chunk(b"data: one\n\n") + b"40\r\npartial")
         await writer.drain()
         writer.transport.abort()
 
     async with (
-        _server(handler) as (url, _),
+        raw_server(handler) as (base, _),
         make_client() as client,
-        client.stream("POST", url, json={}) as response,
+        client.stream("POST", base + PATH, json={}) as response,
     ):
         received = []
         with pytest.raises(httpx.RemoteProtocolError):
@@ -162,14 +129,14 @@ async def test_connection_is_reused_once_the_body_is_read(
 ) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for _ in range(2):
-            await _read_request(reader)
+            await read_request(reader)
             writer.write(HEAD + b"\r\n" + _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
             await writer.drain()
         await reader.read()
 
-    async with _server(handler) as (url, connections), make_client() as client:
+    async with raw_server(handler) as (base, connections), make_client() as client:
         for _ in range(2):
-            async with client.stream("POST", url, json={}) as response:
+            async with client.stream("POST", base + PATH, json={}) as response:
                 body = b"".join([chunk async for chunk in body_chunks(response)])
             assert body == b"data: [DONE]\n\n"
     assert len(connections) == 1

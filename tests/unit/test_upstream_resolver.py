@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -16,6 +14,7 @@ import pytest
 
 from chatrelay.upstream.http11 import Http11Transport
 from chatrelay.upstream.resolver import Resolver
+from tests.fakes.raw_http import answering, raw_server
 
 
 class CountingLookups:
@@ -98,26 +97,12 @@ async def test_a_caller_that_gives_up_leaves_the_lookup_to_the_others(
     assert lookups.calls == 1
 
 
-@asynccontextmanager
-async def _server() -> AsyncIterator[int]:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
 async def test_a_name_with_several_addresses_connects_through_one_that_answers(
     lookups: CountingLookups,
 ) -> None:
-    async with _server() as port:
+    ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+    async with raw_server(answering(ok)) as (base, _):
+        port = int(base.rsplit(":", 1)[1])
         # 127.0.0.2 is loopback too, but nothing listens there: refused, then the next.
         lookups.answer = [_info("127.0.0.2", port), _info("127.0.0.1", port)]
         transport = Http11Transport(ssl.create_default_context())
