@@ -18,7 +18,7 @@ from typing import Any
 AddrInfo = tuple[Any, ...]  # one row of `getaddrinfo`: family, type, proto, canonname, sockaddr
 
 
-def is_ip(host: str) -> bool:
+def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -48,7 +48,7 @@ class Resolver:
         return await asyncio.shield(task)
 
     async def _lookup(self, host: str, port: int) -> list[AddrInfo]:
-        if is_ip(host):
+        if _is_ip(host):
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             infos: list[AddrInfo] = [
                 (family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))
