@@ -14,9 +14,10 @@ from typing import Any
 from chatrelay.errors import Conflict
 from chatrelay.generation.peers import Peers
 from chatrelay.generation.registry import GenerationRegistry
+from chatrelay.generation.runner import Generation
 from chatrelay.models import Conversation, Message, Status
 from chatrelay.slots import Slot
-from chatrelay.storage.repository import HistoryOffer, Repository
+from chatrelay.storage.repository import HistoryOffer, Repository, Turn
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,17 @@ class ChatService:
             selections.append(ContextSelection(conversation, self.context_tokens))
             return selections[-1].offer
 
+        if supersede_from is None:
+            return await self._store_launched(
+                tenant,
+                conversation_id,
+                user_content,
+                options,
+                choose_model,
+                select_history,
+                selections,
+                slot,
+            )
         turn = await self.repo.add_turn(
             tenant=tenant,
             conversation_id=conversation_id,
@@ -217,14 +229,61 @@ class ChatService:
             history=select_history,
         )
         user, assistant = turn.user, turn.assistant
-        if supersede_from is not None:
-            self.registry.supersede(conversation_id, supersede_from)
-            self.peers.supersede(turn.replaced_running)
+        self.registry.supersede(conversation_id, supersede_from)
+        self.peers.supersede(turn.replaced_running)
         body = selections[-1].upstream_body(assistant.model or "", params)
         self.registry.launch(
             assistant, body, cancel_on_disconnect=options.cancel_on_disconnect, slot=slot
         )
         return PostedMessage(user=user, assistant=assistant)
+
+    async def _store_launched(
+        self,
+        tenant: str,
+        conversation_id: str,
+        user_content: str | None,
+        options: TurnOptions,
+        choose_model: Callable[[Conversation], str],
+        select_history: Callable[[Conversation], HistoryOffer],
+        selections: list[ContextSelection],
+        slot: Slot,
+    ) -> PostedMessage:
+        """A new turn whose generation starts inside the transaction, once the history is
+        read and before the messages are written: the upstream works on the request while
+        they are (`Generation`, gated). Not for an edit or regenerate, which stop the
+        running generations of the turns they replace once the transaction is done."""
+        params = options.params or {}
+        launched: list[Generation] = []
+
+        def launch(turn: Turn) -> None:
+            assistant = turn.assistant
+            body = selections[-1].upstream_body(assistant.model or "", params)
+            launched.append(
+                self.registry.launch(
+                    assistant,
+                    body,
+                    cancel_on_disconnect=options.cancel_on_disconnect,
+                    slot=slot,
+                    gated=True,
+                )
+            )
+
+        try:
+            turn = await self.repo.add_turn(
+                tenant=tenant,
+                conversation_id=conversation_id,
+                user_content=user_content,
+                choose_model=choose_model,
+                params=params,
+                history=select_history,
+                prepared=launch,
+            )
+        except BaseException:
+            for generation in launched:
+                generation.abandon()
+            raise
+        launched[0].recorded()
+        return PostedMessage(user=turn.user, assistant=turn.assistant)
 
 
 def estimate_tokens(text: str) -> int:

@@ -107,8 +107,19 @@ class ScriptedStream:
         self.assembler: ChunkAssembler | None = ChunkAssembler()
         self.closed = asyncio.Event()
         self.completed = False  # the script played to its end
+        self.sent_early = False  # `send_early` was called (a gated launch)
+        self.played = False  # iterated
+        self.discarded = False  # `discard_early` came before it was played
+
+    def send_early(self) -> None:
+        self.sent_early = True
+
+    def discard_early(self) -> None:
+        if self.sent_early and not self.played:
+            self.discarded = True
 
     def __aiter__(self) -> AsyncGenerator[ChunkDelta, None]:
+        self.played = True
         return self._play()
 
     def _feed(self, event: SSEEvent) -> ChunkDelta | None:

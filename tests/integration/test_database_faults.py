@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
 from tests.conftest import POSTGRES_URL, Stack
@@ -176,3 +177,107 @@ async def test_final_write_spooled_when_stopping_during_outage(stack: Stack) -> 
     assert final["status"] == "completed", "the spooled final write must win over recovery"
     assert final["content"] == "".join(TOKENS[:10])
     assert not any(p.exists() for p in spooled), "a replayed spool file is removed"
+
+
+async def _run_sql(stack: Stack, *statements: str) -> list[object]:
+    """Run statements against the service's database from outside it; the last one's
+    first column, row by row."""
+    if stack.backend == "sqlite":
+        db_path = Path(stack.database_url.removeprefix("sqlite:///"))
+        conn = sqlite3.connect(db_path, timeout=10, isolation_level=None)
+        try:
+            rows: list[object] = []
+            for sql in statements:
+                rows = [row[0] for row in conn.execute(sql).fetchall()]
+            return rows
+        finally:
+            conn.close()
+    pg = await asyncpg.connect(stack.database_url, timeout=5)
+    try:
+        result: list[object] = []
+        for sql in statements:
+            result = [row[0] for row in await pg.fetch(sql)]
+        return result
+    finally:
+        await pg.close()
+
+
+async def _refuse_message_inserts(stack: Stack, refuse: bool) -> None:
+    """A trigger that fails every INSERT into `messages`: the database refuses the write
+    of a turn after the service has read the history and sent the request upstream."""
+    if stack.backend == "sqlite":
+        await _run_sql(
+            stack,
+            "CREATE TRIGGER refuse_messages BEFORE INSERT ON messages "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            if refuse
+            else "DROP TRIGGER refuse_messages",
+        )
+    elif refuse:
+        await _run_sql(
+            stack,
+            "CREATE FUNCTION refuse_messages() RETURNS trigger AS $$ BEGIN "
+            "RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_messages BEFORE INSERT ON messages "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_messages()",
+        )
+    else:
+        await _run_sql(stack, "DROP TRIGGER refuse_messages ON messages")
+
+
+@pytest.mark.parametrize("route", ["native", "openai"])
+async def test_a_turn_the_database_refuses_after_its_request_went_upstream_leaves_nothing(
+    stack: Stack, route: str
+) -> None:
+    """A new turn's request goes upstream while the turn is being written (on a pooled
+    connection, before the transaction ends). When the write then fails, the client gets
+    the database error, the upstream request is dropped, nothing is stored, and the
+    tenant's generation slot is free again."""
+    service = stack.service(CHATRELAY_MAX_GENERATIONS_PER_TENANT="1")
+    async with stack.client(service) as client:
+
+        async def turn(content: str) -> httpx.Response:
+            if route == "native":
+                cid = await new_conversation(client)
+                return await client.post(
+                    f"/v1/conversations/{cid}/messages",
+                    json={"content": content},
+                    headers={"Accept": "text/event-stream"},
+                )
+            return await client.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "m",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": content}],
+                },
+            )
+
+        first = await turn("pools a connection")  # the next request can go out at once
+        assert first.status_code == 200, first.text
+        assert "Hello" in first.text
+        messages_before = await _run_sql(stack, "SELECT count(*) FROM messages")
+        # Slow to answer: the relay is still waiting when it drops the request.
+        stack.upstream.enqueue(Reply(tokens=["never"], first_delay=3.0))
+        await _refuse_message_inserts(stack, True)
+        try:
+            refused = await turn("refused")
+        finally:
+            await _refuse_message_inserts(stack, False)
+        assert refused.status_code == 503, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "database_unavailable", error
+
+        sent = await asyncio.to_thread(stack.upstream.wait_for_requests, 2)
+        assert sent[-1].body["messages"][-1]["content"] == "refused", "it went upstream early"
+        dropped = await asyncio.to_thread(stack.upstream.wait_for_disconnect, 2.5)
+        assert dropped is not None, "the upstream request must be dropped, not left open"
+        assert await _run_sql(stack, "SELECT count(*) FROM messages") == messages_before
+        assert await _run_sql(stack, "SELECT count(*) FROM messages WHERE content = 'refused'") == [
+            0
+        ]
+
+        again = await turn("after")  # the only slot (max 1 per tenant) is free again
+        assert again.status_code == 200, again.text
+        assert "Hello" in again.text
+    assert "Traceback" not in service.log()

@@ -317,3 +317,78 @@ async def test_older_and_rarer_framings_are_read(answer: bytes, body: bytes) -> 
         async with asyncio.timeout(5):
             response = await client.post(f"{url}/v1/x", json={})
     assert (response.status_code, response.content) == (200, body)
+
+
+def _early_request(url: str, body: bytes) -> httpx.Request:
+    request = httpx.Request(
+        "POST",
+        f"{url}/v1/chat",
+        headers={"Content-Length": str(len(body))},
+        stream=httpx.ByteStream(body),
+    )
+    request.read()
+    return request
+
+
+async def test_send_early_writes_at_once_on_an_idle_connection_the_answer_awaited_later() -> None:
+    arrived: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            arrived.put_nowait(await read_request(reader))
+            writer.write(_answer(b"answer"))
+            await writer.drain()
+
+    transport = Http11Transport(ssl.create_default_context())
+    async with raw_server(handler) as (url, connections):
+        request = _early_request(url, b"first")
+        assert not transport.send_early(request), "no idle connection yet: nothing sent"
+        response = await transport.handle_async_request(request)
+        await response.aread()
+        await response.aclose()  # read to its end: the connection is idle in the pool
+        assert (await arrived.get())[1] == b"first"
+
+        early = _early_request(url, b"second")
+        assert transport.send_early(early)
+        # The server has it before anyone asks for the answer.
+        head, body = await asyncio.wait_for(arrived.get(), 5)
+        assert body == b"second" and head.startswith(b"POST /v1/chat HTTP/1.1\r\n")
+        response = await transport.handle_async_request(early)
+        assert response.status_code == 200
+        assert await response.aread() == b"answer"
+        await response.aclose()
+        await asyncio.sleep(0.05)
+        assert arrived.empty(), "the early request went out once"
+        assert len(connections) == 1, "on the pooled connection"
+    await transport.aclose()
+
+
+async def test_discard_early_closes_the_connection_whose_answer_nobody_waits_for() -> None:
+    closed = asyncio.Event()
+    served = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        await read_request(reader)
+        writer.write(_answer(b"one"))
+        await writer.drain()
+        await read_request(reader)  # the early request
+        served += 1
+        await reader.read()  # until the client closes
+        closed.set()
+
+    transport = Http11Transport(ssl.create_default_context())
+    async with raw_server(handler) as (url, connections):
+        request = _early_request(url, b"first")
+        response = await transport.handle_async_request(request)
+        await response.aread()
+        await response.aclose()
+        early = _early_request(url, b"dropped")
+        assert transport.send_early(early)
+        transport.discard_early(early)
+        await asyncio.wait_for(closed.wait(), 5)
+        assert served == 1
+        # The pool no longer holds it: the next request opens a new connection.
+        assert not transport.send_early(_early_request(url, b"next"))
+        assert len(connections) == 1
+    await transport.aclose()

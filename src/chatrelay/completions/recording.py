@@ -143,7 +143,7 @@ class ChatCompletions:
         if conversation_id is None:
             model = request.model or self.default_model
             self.check_model(model)
-            conversation, stored = await self.repo.create_conversation(
+            conversation, stored = self.repo.new_conversation(
                 tenant=tenant,
                 title=title_of(request.messages),
                 system_prompt=None,
@@ -151,6 +151,19 @@ class ChatCompletions:
                 metadata={"source": "chat.completions"},
                 messages=self._drafts(tenant, "", request.messages, request, model, now),
             )
+            # The request goes upstream before the transaction, which then overlaps the
+            # upstream's time to first byte (`Generation`, gated, says how).
+            assistant = stored[-1]
+            generation = self.registry.launch(
+                assistant, request.upstream_body(model), slot=slot, gated=True
+            )
+            try:
+                await self.repo.insert_conversation(conversation, stored)
+            except BaseException:
+                generation.abandon()
+                raise
+            generation.recorded()
+            return StartedCompletion(conversation.id, assistant)
         else:
             conversation = await self.repo.get_conversation(tenant, conversation_id)
             recorded = await self._recorded_prefix(conversation.id, len(request.messages))

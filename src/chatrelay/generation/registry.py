@@ -122,8 +122,13 @@ class GenerationRegistry:
         *,
         cancel_on_disconnect: bool = False,
         slot: Slot | None = None,
+        gated: bool = False,
     ) -> Generation:
-        """Start generating `message`; `slot` (from `reserve`) is released when it ends."""
+        """Start generating `message`; `slot` (from `reserve`) is released when it ends.
+
+        `gated`: before `message` is recorded; the caller then says `recorded()` or
+        `abandon()` on the generation (`Generation` says what that changes).
+        """
         if slot is None:
             slot = self.reserve(message.tenant)
         else:
@@ -137,6 +142,7 @@ class GenerationRegistry:
             finalize=self._persistence.finalize,
             cancel_on_disconnect=cancel_on_disconnect,
             observer=self._observer,
+            gated=gated,
         )
         self._generations[message.id] = generation
         try:
@@ -185,7 +191,7 @@ class GenerationRegistry:
     def _schedule_expiry(self, message_id: str) -> None:
         generation = self._generations.get(message_id)
         pending = self._persistence.is_pending(message_id)
-        if generation is not None and generation.deleted and not pending:
+        if generation is not None and (generation.deleted or generation.abandoned) and not pending:
             self._drop(message_id)
             return
 

@@ -70,6 +70,13 @@ class ChatStream(Protocol):
 
     def __aiter__(self) -> AsyncIterator[ChunkDelta]: ...
 
+    def send_early(self) -> None:
+        """Send the request now if that can be done without waiting (a pooled
+        connection), before the stream is iterated."""
+
+    def discard_early(self) -> None:
+        """The stream will not be iterated: drop what `send_early` sent."""
+
 
 class ChatUpstream(Protocol):
     """The seam to the model server (`upstream.client.UpstreamClient`, or a test fake)."""
@@ -78,7 +85,17 @@ class ChatUpstream(Protocol):
 
 
 class Generation:
-    """State of one running generation; `snapshot()` is what a checkpoint saves."""
+    """State of one running generation; `snapshot()` is what a checkpoint saves.
+
+    Launched `gated`, it runs before its message is recorded: the upstream request goes
+    out at once (`ChatStream.send_early`) and the upstream works on it while the caller
+    records the turn, instead of after — the whole transaction comes off the time to
+    first token. Nothing is published or written until the caller says `recorded()`:
+    `start` is published then, the deltas wait for it (held, with the stall timer
+    paused), and so does the final write. If the turn could not be recorded,
+    `abandon()` ends it without a trace: the upstream request is dropped and nothing is
+    published, written or reported.
+    """
 
     def __init__(
         self,
@@ -90,6 +107,7 @@ class Generation:
         finalize: Finalizer,
         cancel_on_disconnect: bool = False,
         observer: Observer = NULL_OBSERVER,
+        gated: bool = False,
     ) -> None:
         self.message = message
         self.body = body
@@ -121,6 +139,10 @@ class Generation:
         self._request: RequestInfo | None = current()
         self._started_at = 0.0
         self._first_piece_at: float | None = None
+        # Gated: resolved True by `recorded()`, False by `abandon()`.
+        self._gate: asyncio.Future[bool] | None = (
+            asyncio.get_running_loop().create_future() if gated else None
+        )
 
     @property
     def finished(self) -> bool:
@@ -132,14 +154,41 @@ class Generation:
         on the loop's next turn and the caller's own work (building and opening the SSE
         response) overlaps the upstream's time to first byte instead of preceding it."""
         self._started_at = time.monotonic()
-        self._observer.generation_started()
-        self.topic.publish(EventKind.START, message=as_started(self.message))
+        if self._gate is None:
+            self._observer.generation_started()
+            self.topic.publish(EventKind.START, message=as_started(self.message))
+        else:
+            self._stream = self._upstream.stream_chat(self.body)
+            self._stream.send_early()
         if self.stop_reason is None:
             self._inner = asyncio.create_task(
                 self._consume(), name=f"upstream read {self.message.id}"
             )
         self.task = asyncio.create_task(self._run(), name=f"generation {self.message.id}")
         return self.task
+
+    def recorded(self) -> None:
+        """The gated generation's message is recorded: publish `start`, let it go on."""
+        gate = self._gate
+        if gate is None or gate.done():
+            return
+        self._observer.generation_started()
+        self.topic.publish(EventKind.START, message=as_started(self.message))
+        gate.set_result(True)
+
+    def abandon(self) -> None:
+        """The gated generation's message could not be recorded: end it, leaving nothing."""
+        gate = self._gate
+        if gate is None or gate.done():
+            return
+        gate.set_result(False)
+        if self._inner is not None:
+            self._inner.cancel()
+
+    @property
+    def abandoned(self) -> bool:
+        gate = self._gate
+        return gate is not None and gate.done() and not gate.result()
 
     def stop(self, reason: StopReason) -> bool:
         """Stop reading the upstream; the outcome is recorded as `reason` says.
@@ -202,7 +251,8 @@ class Generation:
         try:
             await self._generate()
         finally:
-            self._report()
+            if not self.abandoned:
+                self._report()
 
     def _report(self) -> None:
         """Hand the outcome to the observers (once, however the run ended)."""
@@ -236,8 +286,10 @@ class Generation:
                 await asyncio.shield(self._inner)
             except asyncio.CancelledError:
                 # Our own task was cancelled (the event loop is going away): stop the
-                # upstream read, then still record what we have.
-                self.stop_reason = self.stop_reason or StopReason.SHUTDOWN
+                # upstream read, then still record what we have. (Or `abandon()`
+                # cancelled the read, and there is nothing to record.)
+                if not self.abandoned:
+                    self.stop_reason = self.stop_reason or StopReason.SHUTDOWN
                 self._inner.cancel()
                 await asyncio.gather(self._inner, return_exceptions=True)
             except ChatRelayError as exc:
@@ -246,6 +298,10 @@ class Generation:
                 log.exception("generation %s failed unexpectedly", self.message.id)
                 status = Status.FAILED
                 error = {"code": "internal_error", "message": "the generation failed internally"}
+        if self._stream is not None:
+            self._stream.discard_early()  # never read (stopped before its first attempt)
+        if self._gate is not None and not await self._gate:
+            return  # abandoned: the message was never recorded
         if self.stop_reason is not None and self._upstream_finished():
             pass  # the stop came after the upstream had finished: the answer is complete
         elif self.stop_reason is StopReason.SHUTDOWN:
@@ -267,10 +323,16 @@ class Generation:
             self.topic.publish(terminal_kind(self.final), message=self.final)
 
     async def _consume(self) -> None:
-        self._stream = self._upstream.stream_chat(self.body)
+        if self._stream is None:
+            self._stream = self._upstream.stream_chat(self.body)
         topic = self.topic
+        gate = self._gate
         async with aclosing(self._stream.__aiter__()) as deltas:  # type: ignore[type-var]
             async for delta in deltas:
+                if gate is not None:  # gated: nothing is published before `recorded()`
+                    if not await gate:
+                        return
+                    gate = None
                 eager = len(self._pieces) < EAGER_PIECES and bool(delta.content or delta.reasoning)
                 if eager and self._first_piece_at is None:
                     self._first_piece()

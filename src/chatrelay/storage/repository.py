@@ -219,6 +219,29 @@ class Repository:
         One trip instead of two for an OpenAI-style request recorded in a new
         conversation: the time it saves is time before the first token.
         """
+        conversation, stored = self.new_conversation(
+            tenant=tenant,
+            title=title,
+            system_prompt=system_prompt,
+            model=model,
+            metadata=metadata,
+            messages=messages,
+        )
+        await self.insert_conversation(conversation, stored)
+        return conversation, stored
+
+    @staticmethod
+    def new_conversation(
+        *,
+        tenant: str,
+        title: str | None,
+        system_prompt: str | None,
+        model: str | None,
+        metadata: dict[str, Any],
+        messages: Sequence[Message] = (),
+    ) -> tuple[Conversation, list[Message]]:
+        """What `create_conversation` stores, not stored yet: the conversation and its
+        messages numbered 1…n, with their ids (a generation can start before the insert)."""
         now = now_iso()
         conversation = Conversation(
             id=new_id("conv"),
@@ -234,27 +257,38 @@ class Repository:
             m.evolve(conversation_id=conversation.id, tenant=tenant, seq=i + 1)
             for i, m in enumerate(messages)
         ]
-        async with self.db.unit(transaction=bool(stored)) as unit:
+        return conversation, stored
+
+    async def insert_conversation(
+        self, conversation: Conversation, messages: list[Message]
+    ) -> None:
+        """Store what `new_conversation` made, in one transaction."""
+        now = conversation.created_at
+        title, system_prompt, model = (
+            conversation.title,
+            conversation.system_prompt,
+            conversation.model,
+        )
+        async with self.db.unit(transaction=bool(messages)) as unit:
             await unit.execute(
                 "INSERT INTO conversations (id, tenant, title, system_prompt, model, metadata, "
                 "next_seq, created_at, updated_at) VALUES (:id, :tenant, :title, :system_prompt, "
                 ":model, :metadata, :next_seq, :created_at, :updated_at)",
                 {
                     "id": conversation.id,
-                    "tenant": tenant,
+                    "tenant": conversation.tenant,
                     "title": None if title is None else scrub_nul(title),
                     "system_prompt": None if system_prompt is None else scrub_nul(system_prompt),
                     "model": None if model is None else scrub_nul(model),
-                    "metadata": _dumps(metadata),
-                    "next_seq": len(stored),
+                    "metadata": _dumps(conversation.metadata),
+                    "next_seq": len(messages),
                     "created_at": now,
                     "updated_at": now,
                 },
             )
             await unit.execute_many(
-                self._insert_message, [self._insert_values(m, now) for m in stored]
+                self._insert_message, [self._insert_values(m, now) for m in messages]
             )
-        return conversation, stored
 
     async def get_conversation(self, tenant: str, conversation_id: str) -> Conversation:
         async with self.db.unit() as unit:
@@ -321,6 +355,7 @@ class Repository:
         params: dict[str, Any],
         supersede_from: int | None = None,
         history: Callable[[Conversation], HistoryOffer] | None = None,
+        prepared: Callable[[Turn], None] | None = None,
     ) -> Turn:
         """Store the next turn: a user message (unless regenerating) and a `streaming` reply.
 
@@ -332,6 +367,8 @@ class Repository:
         SQLite or PostgreSQL. With `supersede_from`, every active message from that
         position on leaves the context (edit/regenerate). `choose_model` names the reply's
         model from the conversation read in the same statement (the service's rule).
+        `prepared(turn)` is called once the history is read and before the messages are
+        written (a generation can start then, gated: `Generation` says why).
         """
         now = now_iso()
         count = 2 if user_content is not None else 1
@@ -389,21 +426,26 @@ class Repository:
                 replaced = [
                     Running(row["id"], row["owner"]) for row in rows if row["status"] == "streaming"
                 ]
-            await unit.execute_many(
-                self._insert_message,
-                [self._insert_values(m, now) for m in (user, assistant) if m is not None],
-            )
             if history is not None:
                 offer = history(conversation)
-                before = assistant.seq  # the turn's own user message is the newest offered
+                # The turn's own user message is the newest offered; it is not written yet.
+                wanted = user is None or offer(user)
+                before = user.seq if user is not None else assistant.seq
                 size = HISTORY_PAGE
-                while True:
+                while wanted:
                     page = await self._history_page(unit, conversation_id, before, size)
                     if not all(offer(m) for m in page) or len(page) < size:
                         break
                     before = page[-1].seq
                     size = min(size * 2, HISTORY_PAGE_MAX)
-        return Turn(conversation, user, assistant, replaced)
+            turn = Turn(conversation, user, assistant, replaced)
+            if prepared is not None:
+                prepared(turn)
+            await unit.execute_many(
+                self._insert_message,
+                [self._insert_values(m, now) for m in (user, assistant) if m is not None],
+            )
+        return turn
 
     async def _history_page(
         self, unit: Unit, conversation_id: str, before: int, size: int

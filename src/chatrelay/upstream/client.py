@@ -196,6 +196,21 @@ class UpstreamStream:
         self._body = body
         self.assembler = ChunkAssembler()
         self.attempts = 0
+        # The first attempt's request, built (and maybe written) by `send_early`.
+        self._early: httpx.Request | None = None
+
+    def send_early(self) -> None:
+        """Write the first attempt's request now, if a pooled connection is at hand, so
+        that the upstream works on it while the caller finishes its own work (records the
+        turn) before the stream is read; otherwise it goes out with the first attempt."""
+        self._early = self._client.chat_request(self._body)
+        self._client.send_early(self._early)
+
+    def discard_early(self) -> None:
+        """The stream will not be read: close the connection of an early request."""
+        request, self._early = self._early, None
+        if request is not None:
+            self._client.discard_early(request)
 
     async def __aiter__(self) -> AsyncGenerator[ChunkDelta, None]:
         cfg = self._client.config
@@ -275,7 +290,8 @@ class UpstreamStream:
                         watchdog.arm(Phase.FIRST_BYTE, cfg.first_byte_timeout)
 
                 sent = time.monotonic()
-                response = await self._client.send_chat(self._body, trace)
+                early, self._early = self._early, None
+                response = await self._client.send_chat(self._body, trace, early)
                 self._client.observer.upstream_responded(time.monotonic() - sent)
                 if watchdog.phase == Phase.CONNECT:  # a transport that does not trace
                     watchdog.arm(Phase.FIRST_BYTE, cfg.first_byte_timeout)
@@ -421,6 +437,9 @@ class UpstreamClient:
                 "Content-Type": "application/json",
             }
         )
+        # As httpx's `Request` would: `Host` first unless a configured header sets it.
+        host = [] if "Host" in self._chat_headers else [(b"Host", self._chat_url.netloc)]
+        self._chat_head = [*host, *self._chat_headers.raw]
         self._chat_timeouts = timeout.as_dict()
 
     @property
@@ -428,15 +447,43 @@ class UpstreamClient:
         """For one-off calls (the model list); streams go through `send_chat`."""
         return self._http
 
-    async def send_chat(self, body: dict[str, Any], trace: Trace) -> httpx.Response:
-        """POST a chat completion request; the response's body is left to stream."""
+    def chat_request(self, body: dict[str, Any]) -> httpx.Request:
+        """The POST of a chat completion request, its body read.
+
+        Built with the headers httpx would add (`Host`, `Content-Length`) already in
+        place and the body as a stream: `Request(content=...)` re-checks the headers'
+        encoding and merges its own on every call (12 against 5 µs).
+        """
+        content = dumps_fast(body).encode()
         request = httpx.Request(
             "POST",
             self._chat_url,
-            headers=self._chat_headers,
-            content=dumps_fast(body).encode(),
-            extensions={"trace": trace, "timeout": self._chat_timeouts},
+            headers=httpx.Headers(
+                [*self._chat_head, (b"Content-Length", b"%d" % len(content))], encoding="ascii"
+            ),
+            stream=httpx.ByteStream(content),
+            extensions={"timeout": self._chat_timeouts},
         )
+        request.read()
+        return request
+
+    def send_early(self, request: httpx.Request) -> bool:
+        """Write `request` at once if the transport can (`Http11Transport.send_early`)."""
+        transport = self._transport
+        return isinstance(transport, Http11Transport) and transport.send_early(request)
+
+    def discard_early(self, request: httpx.Request) -> None:
+        if isinstance(self._transport, Http11Transport):
+            self._transport.discard_early(request)
+
+    async def send_chat(
+        self, body: dict[str, Any], trace: Trace, early: httpx.Request | None = None
+    ) -> httpx.Response:
+        """POST a chat completion request (`early`: the same request, built by
+        `chat_request` and perhaps written by `send_early`, whose answer is then waited
+        for); the response's body is left to stream."""
+        request = early if early is not None else self.chat_request(body)
+        request.extensions["trace"] = trace
         return await self._transport.handle_async_request(request)
 
     async def aclose(self) -> None:

@@ -23,6 +23,11 @@ SSE parser as they arrive, and keep the connection for the next stream.
   ends and the first-byte limit begins), as httpcore does.
 - Bodies: `Content-Length`, chunked, or until the connection closes; a body not read to its
   end closes its connection, one read to its end returns it to the pool.
+- `send_early`: a request written at once on an idle connection, before the task that
+  will read its answer runs, so that the upstream works on it while chatrelay records the
+  turn (`generation.runner.Generation` says why); `handle_async_request` then waits for
+  the answer instead of sending the request again, and `discard_early` closes a
+  connection whose answer nobody will read.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HAPPY_EYEBALLS_DELAY = 0.25  # s before the next address is tried beside a slow one (RFC 8305)
 
 Origin = tuple[str, str, int]
+# The request extension under which `send_early` leaves the connection it wrote on.
+_EARLY = "chatrelay.early_connection"
 
 
 class _Connection(asyncio.Protocol):
@@ -213,15 +220,16 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    async def exchange(
-        self, head: bytes, limit: float | None
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        """Write a request; the response's status, reason and headers when they arrive."""
+    def send(self, head: bytes) -> None:
+        """Write a request (its answer is `answer`'s)."""
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
-        self._head = loop.create_future()
+        self._head = asyncio.get_running_loop().create_future()
         self.busy = True
         self.transport.write(head)
+
+    async def answer(self, limit: float | None) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """The response's status, reason and headers when they arrive."""
+        assert self._head is not None
         try:
             if limit is None:  # a stream: the caller's watchdog times the first byte
                 await self._head
@@ -282,6 +290,16 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+    def discard(self) -> None:
+        """Close it without waiting for the answer to the request written on it."""
+        head = self._head
+        if head is not None:
+            if not head.done():
+                head.cancel()
+            elif not head.cancelled():
+                head.exception()  # seen: nobody else will look at it
+        self.close()
 
 
 class _Body(httpx.AsyncByteStream):
@@ -353,6 +371,36 @@ class Http11Transport(httpx.AsyncBaseTransport):
             conn.close()
         return None
 
+    def send_early(self, request: httpx.Request) -> bool:
+        """Write `request` now if an idle connection to its origin is at hand.
+
+        False when none is (or the request cannot be written as it is): the request is
+        then sent as usual when `handle_async_request` gets it. The request's body must
+        have been given whole (`content=`), as a stream's is.
+        """
+        origin = _origin_of(request.url)
+        if origin is None:
+            return False
+        conn = self._take(origin)
+        if conn is None:
+            return False
+        try:
+            head = _request_head(request, request.content)
+        except (httpx.HTTPError, httpx.RequestNotRead):
+            self.give_back(origin, conn)  # refused again, properly, when it is sent
+            return False
+        conn.send(head)
+        request.extensions[_EARLY] = conn
+        return True
+
+    @staticmethod
+    def discard_early(request: httpx.Request) -> None:
+        """Close the connection `send_early` wrote `request` on, if its answer was not
+        waited for (the generation ended before its first attempt)."""
+        conn = request.extensions.pop(_EARLY, None)
+        if isinstance(conn, _Connection):
+            conn.discard()
+
     def _expire(self) -> None:
         """Close the connections idle for longer than the expiry (and forget closed ones)."""
         self._sweep = None
@@ -396,21 +444,27 @@ class Http11Transport(httpx.AsyncBaseTransport):
         return conn
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        scheme = url.scheme
-        if scheme not in _DEFAULT_PORTS:
+        origin = _origin_of(request.url)
+        if origin is None:
             raise httpx.UnsupportedProtocol(
-                f"Request URL has an unsupported protocol '{scheme}://'."
+                f"Request URL has an unsupported protocol '{request.url.scheme}://'."
             )
-        origin: Origin = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-        head = _request_head(request, await request.aread())
-        conn = self._take(origin) or await self._connect(origin, timeouts.get("connect"))
+        early = request.extensions.pop(_EARLY, None)
+        conn: _Connection
+        head: bytes | None = None  # None: `send_early` wrote it
+        if isinstance(early, _Connection):
+            conn = early
+        else:
+            head = _request_head(request, await request.aread())
+            conn = self._take(origin) or await self._connect(origin, timeouts.get("connect"))
         trace: Trace | None = request.extensions.get("trace")
         if trace is not None:
             await trace("http11.send_request_headers.started", {})
         try:
-            status, reason, headers = await conn.exchange(head, timeouts.get("read"))
+            if head is not None:
+                conn.send(head)
+            status, reason, headers = await conn.answer(timeouts.get("read"))
         except BaseException:
             conn.close()
             raise
@@ -434,6 +488,14 @@ class Http11Transport(httpx.AsyncBaseTransport):
             for conn in idle:
                 conn.close()
         self._idle.clear()
+
+
+def _origin_of(url: httpx.URL) -> Origin | None:
+    """(scheme, host, port), or None for a scheme this transport does not speak."""
+    scheme = url.scheme
+    if scheme not in _DEFAULT_PORTS:
+        return None
+    return (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
 
 
 def _request_head(request: httpx.Request, content: bytes) -> bytes:

@@ -77,7 +77,8 @@ async def test_without_a_budget_the_whole_history_is_read(harness: Harness) -> N
     harness.repo.history_rows = 0
     posted = await chat.post_message(TENANT, cid, content="q", options=TurnOptions())
     await harness.finished(harness.registry.local(TENANT, posted.assistant.id))  # type: ignore[arg-type]
-    assert harness.repo.history_rows == 121, "all 120, and the question"
+    # All 120; the question itself is offered as written, not read back.
+    assert harness.repo.history_rows == 120, "all 120 earlier messages"
     assert harness.upstream.bodies[-1] == await _expected_body(harness, cid, 0, "m")
 
 
