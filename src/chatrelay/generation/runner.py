@@ -139,10 +139,11 @@ class Generation:
         self._request: RequestInfo | None = current()
         self._started_at = 0.0
         self._first_piece_at: float | None = None
-        # Gated: resolved True by `recorded()`, False by `abandon()`.
+        # Gated: resolved True by `recorded()` (and then let go), False by `abandon()`.
         self._gate: asyncio.Future[bool] | None = (
             asyncio.get_running_loop().create_future() if gated else None
         )
+        self._abandoned = False
 
     @property
     def finished(self) -> bool:
@@ -175,6 +176,7 @@ class Generation:
         self._observer.generation_started()
         self.topic.publish(EventKind.START, message=as_started(self.message))
         gate.set_result(True)
+        self._gate = None  # one object less per held stream
 
     def abandon(self) -> None:
         """The gated generation's message could not be recorded: end it, leaving nothing."""
@@ -182,13 +184,13 @@ class Generation:
         if gate is None or gate.done():
             return
         gate.set_result(False)
+        self._abandoned = True
         if self._inner is not None:
             self._inner.cancel()
 
     @property
     def abandoned(self) -> bool:
-        gate = self._gate
-        return gate is not None and gate.done() and not gate.result()
+        return self._abandoned
 
     def stop(self, reason: StopReason) -> bool:
         """Stop reading the upstream; the outcome is recorded as `reason` says.
@@ -300,8 +302,10 @@ class Generation:
                 error = {"code": "internal_error", "message": "the generation failed internally"}
         if self._stream is not None:
             self._stream.discard_early()  # never read (stopped before its first attempt)
-        if self._gate is not None and not await self._gate:
+        gate = self._gate
+        if gate is not None and not await gate:
             return  # abandoned: the message was never recorded
+        del gate
         if self.stop_reason is not None and self._upstream_finished():
             pass  # the stop came after the upstream had finished: the answer is complete
         elif self.stop_reason is StopReason.SHUTDOWN:

@@ -206,6 +206,12 @@ class UpstreamStream:
         self._early = self._client.chat_request(self._body)
         self._client.send_early(self._early)
 
+    def _take_early(self) -> httpx.Request | None:
+        """The first attempt's request, no longer held here (nor in a local of the
+        attempt's frame, which lives as long as the stream)."""
+        request, self._early = self._early, None
+        return request
+
     def discard_early(self) -> None:
         """The stream will not be read: close the connection of an early request."""
         request, self._early = self._early, None
@@ -290,8 +296,7 @@ class UpstreamStream:
                         watchdog.arm(Phase.FIRST_BYTE, cfg.first_byte_timeout)
 
                 sent = time.monotonic()
-                early, self._early = self._early, None
-                response = await self._client.send_chat(self._body, trace, early)
+                response = await self._client.send_chat(self._body, trace, self._take_early())
                 self._client.observer.upstream_responded(time.monotonic() - sent)
                 if watchdog.phase == Phase.CONNECT:  # a transport that does not trace
                     watchdog.arm(Phase.FIRST_BYTE, cfg.first_byte_timeout)
