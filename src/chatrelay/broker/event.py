@@ -2,7 +2,8 @@
 
 Events hold the `Message` and text pieces themselves, not an API's JSON, so each surface
 (native SSE, OpenAI chunks) renders them its own way. `wire` lets the native edge encode
-an event's frame once and share the bytes among every subscriber.
+an event's frame once and share the bytes among every subscriber (an in-memory topic
+keeps it on its newest events only: `broker.memory.WIRE_KEPT`).
 """
 
 from __future__ import annotations

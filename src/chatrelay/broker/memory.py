@@ -17,6 +17,13 @@ from chatrelay.broker.event import EventKind, LogEvent
 from chatrelay.errors import BadRequest
 from chatrelay.models import Message, ToolCallHead
 
+# How many of a topic's newest events keep their native frame (`LogEvent.wire`). The
+# subscribers following a message live read within a few events of its end and share
+# those frames; a reader further behind (a resume, a slow client) encodes the older
+# events again, a couple of microseconds each. Keeping every frame was ~100 bytes of
+# each event held, a third of what a long answer keeps per token (docs/performance.md).
+WIRE_KEPT = 8
+
 
 class MemoryTopic:
     """Append-only, in memory, for one running (or just finished) generation."""
@@ -52,8 +59,11 @@ class MemoryTopic:
     ) -> LogEvent:
         if self.closed:
             raise RuntimeError(f"event log of {self.message_id} is closed")
-        event = LogEvent(len(self._events) + 1, kind, text, message, index=index, call=call)
-        self._events.append(event)
+        events = self._events
+        event = LogEvent(len(events) + 1, kind, text, message, index=index, call=call)
+        events.append(event)
+        if len(events) > WIRE_KEPT:
+            events[-WIRE_KEPT - 1].wire = None
         if self._waiters:
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:

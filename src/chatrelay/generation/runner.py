@@ -47,6 +47,13 @@ Finalizer = Callable[[Message], Awaitable[None]]
 # set-up; later pieces are batched as they come (docs/performance.md).
 EAGER_PIECES = 4
 
+# The `(kind, length)` piece of each streamed text piece, shared for the lengths tokens
+# have: a tuple of its own per piece was 64 bytes of every event a generation holds, a
+# fifth of what a long answer keeps in memory per token (docs/performance.md).
+_SHARED_LENGTHS = 256
+_CONTENT_PIECES = tuple((PieceKind.CONTENT, n) for n in range(_SHARED_LENGTHS))
+_REASONING_PIECES = tuple((PieceKind.REASONING, n) for n in range(_SHARED_LENGTHS))
+
 
 class StopReason(StrEnum):
     """Why a generation was stopped before the upstream finished; logged with its outcome.
@@ -343,13 +350,23 @@ class Generation:
                 if delta.content:
                     piece = scrub_nul(delta.content)  # streamed exactly as it is stored
                     self._content.append(piece)
-                    self._pieces.append((PieceKind.CONTENT, len(piece)))
+                    size = len(piece)
+                    self._pieces.append(
+                        _CONTENT_PIECES[size]
+                        if size < _SHARED_LENGTHS
+                        else (PieceKind.CONTENT, size)
+                    )
                     topic.publish(EventKind.DELTA, text=piece)
                     self.dirty = True
                 if delta.reasoning:
                     piece = scrub_nul(delta.reasoning)
                     self._reasoning.append(piece)
-                    self._pieces.append((PieceKind.REASONING, len(piece)))
+                    size = len(piece)
+                    self._pieces.append(
+                        _REASONING_PIECES[size]
+                        if size < _SHARED_LENGTHS
+                        else (PieceKind.REASONING, size)
+                    )
                     topic.publish(EventKind.REASONING, text=piece)
                     self.dirty = True
                 if delta.tool_parts:

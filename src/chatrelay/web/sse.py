@@ -1,7 +1,9 @@
 """SSE framing of a message's events for native clients, with sse-starlette's response.
 
 Each event's frame is encoded once and kept on the event (`LogEvent.wire`), so a message
-followed by many subscribers costs one JSON encoding per event, not one per subscriber.
+followed by many subscribers costs one JSON encoding per event, not one per subscriber
+(an in-memory topic keeps the frames of its newest events only, `broker.memory.WIRE_KEPT`:
+a reader far behind encodes the older ones again).
 Whatever a subscriber has not yet received goes out in one write: a reader that fell
 behind (or a fast upstream) costs one send per batch, not one per token. The bytes are
 exactly what `ServerSentEvent` would produce with LF endings.

@@ -7,8 +7,11 @@ import asyncio
 import pytest
 
 from chatrelay.broker.event import EventKind
-from chatrelay.broker.memory import MemoryBroker, MemoryTopic
+from chatrelay.broker.memory import WIRE_KEPT, MemoryBroker, MemoryTopic
 from chatrelay.errors import BadRequest
+from chatrelay.models import Message, Status
+from chatrelay.sse.framing import event_frame
+from chatrelay.web.sse import encode_frame, native_payload
 
 
 async def test_slow_reader_does_not_block_publishing_and_sees_everything() -> None:
@@ -106,3 +109,33 @@ async def test_a_reader_cancelled_while_waiting_leaves_the_others_alone() -> Non
     topic.publish(EventKind.DELTA, text="after")
     batch = await asyncio.wait_for(waiting_staying, 1)
     assert [e.text for e in batch] == ["after"]
+
+
+def test_only_the_newest_events_keep_their_native_frame() -> None:
+    """Followers at the end share frames; older events drop theirs, and a reader from far
+    behind gets the same bytes encoded again."""
+    topic = MemoryTopic("m")
+    started = Message(
+        id="msg_1",
+        conversation_id="conv_1",
+        tenant="t",
+        seq=2,
+        role="assistant",
+        content="",
+        status=Status.STREAMING,
+        model="m",
+        created_at="2026-01-01T00:00:00.000Z",
+    )
+    topic.publish(EventKind.START, message=started)
+    for i in range(40):
+        topic.publish(EventKind.DELTA, text=f"piece {i}")
+        for event in topic.events[-2:]:
+            encode_frame(event)  # what a live native follower does as each event arrives
+    events = topic.events
+    kept = [e.seq for e in events if e.wire is not None]
+    assert kept == [e.seq for e in events[-WIRE_KEPT:]], "only the newest keep a frame"
+    assert all(e.text for e in events[1:]), "the events themselves are all there"
+    shared = events[-1].wire
+    assert encode_frame(events[-1]) is shared, "a second follower at the end reuses it"
+    again = [encode_frame(e) for e in events]
+    assert again == [event_frame(e.id, e.kind, native_payload(e)) for e in events]

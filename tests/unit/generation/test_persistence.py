@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from chatrelay.models import PieceKind, Status
-from tests.fakes.chat_upstream import Gate, script
+from tests.fakes.chat_upstream import Gate, Piece, script
 from tests.unit.generation.harness import TENANT, Harness, until
 
 
@@ -126,3 +126,26 @@ async def test_expiry_waits_for_the_final_write(harness: Harness) -> None:
     await until(lambda: registry.local(TENANT, mid) is None, within=2, what="expiry")
     assert await harness.engine.broker.find(mid) is None
     assert (await harness.stored(mid)).status is Status.COMPLETED
+
+
+async def test_streamed_pieces_record_each_length_and_share_the_common_ones(
+    harness: Harness,
+) -> None:
+    """Every piece's kind and length is recorded exactly; the `(kind, length)` of a short
+    piece is one shared tuple (memory per token held), a long one its own."""
+    long = "x" * 300
+    first = await harness.post(script("ab", Piece(reasoning="think"), long, "cd"))
+    second = await harness.post(script("ef", Piece(reasoning="again")))
+    one, two = await harness.finished(first), await harness.finished(second)
+    expected = [
+        (PieceKind.CONTENT, 2),
+        (PieceKind.REASONING, 5),
+        (PieceKind.CONTENT, 300),
+        (PieceKind.CONTENT, 2),
+    ]
+    assert one.pieces == expected and one.content == "ab" + long + "cd"
+    assert two.pieces == [(PieceKind.CONTENT, 2), (PieceKind.REASONING, 5)]
+    live_one, live_two = first.final, second.final
+    assert live_one is not None and live_two is not None
+    assert live_one.pieces[0] is live_two.pieces[0] is live_one.pieces[3]
+    assert live_one.pieces[1] is live_two.pieces[1]
