@@ -9,9 +9,9 @@ import pytest
 from chatrelay.broker.event import EventKind
 from chatrelay.broker.memory import WIRE_KEPT, MemoryBroker, MemoryTopic
 from chatrelay.errors import BadRequest
-from chatrelay.models import Message, Status
 from chatrelay.sse.framing import event_frame
 from chatrelay.web.sse import encode_frame, native_payload
+from tests.fakes.messages import streaming_reply
 
 
 async def test_slow_reader_does_not_block_publishing_and_sees_everything() -> None:
@@ -115,18 +115,7 @@ def test_only_the_newest_events_keep_their_native_frame() -> None:
     """Followers at the end share frames; older events drop theirs, and a reader from far
     behind gets the same bytes encoded again."""
     topic = MemoryTopic("m")
-    started = Message(
-        id="msg_1",
-        conversation_id="conv_1",
-        tenant="t",
-        seq=2,
-        role="assistant",
-        content="",
-        status=Status.STREAMING,
-        model="m",
-        created_at="2026-01-01T00:00:00.000Z",
-    )
-    topic.publish(EventKind.START, message=started)
+    topic.publish(EventKind.START, message=streaming_reply())
     for i in range(40):
         topic.publish(EventKind.DELTA, text=f"piece {i}")
         for event in topic.events[-2:]:

@@ -15,23 +15,13 @@ from chatrelay.generation.replay import (
 )
 from chatrelay.models import Message, PieceKind, Status
 from chatrelay.web.validation import event_cursor
+from tests.fakes.messages import streaming_reply
 
 C, R = PieceKind.CONTENT, PieceKind.REASONING
 
 
 def _message(**changes: object) -> Message:
-    base = Message(
-        id="msg_01ARZ3NDEKTSV4RRFFQ69G5FAV",
-        conversation_id="conv_01ARZ3NDEKTSV4RRFFQ69G5FAV",
-        tenant="t",
-        seq=2,
-        role="assistant",
-        content="",
-        status=Status.STREAMING,
-        model="m",
-        created_at="2026-01-01T00:00:00.000Z",
-    )
-    return base.evolve(**changes)
+    return streaming_reply(**changes)
 
 
 def _live_topic(pieces: list[tuple[PieceKind, str]], final: Message) -> MemoryTopic:

@@ -13,6 +13,7 @@ from chatrelay.generation.replay import as_started, events_from_message, termina
 from chatrelay.models import Message, PieceKind, Status, ToolCallHead
 from chatrelay.responses.events import ResponseRenderer, StreamEvent
 from chatrelay.responses.objects import SETTINGS_KEY
+from tests.fakes.messages import streaming_reply
 
 C, T, A = PieceKind.CONTENT, PieceKind.TOOL_CALL, PieceKind.TOOL_ARGUMENTS
 CALLS = [
@@ -21,19 +22,8 @@ CALLS = [
 
 
 def _message(**changes: Any) -> Message:
-    base = Message(
-        id="msg_01ARZ3NDEKTSV4RRFFQ69G5FAV",
-        conversation_id="conv_01ARZ3NDEKTSV4RRFFQ69G5FAV",
-        tenant="t",
-        seq=2,
-        role="assistant",
-        content="",
-        status=Status.STREAMING,
-        model="m",
-        created_at="2026-01-01T00:00:00.000Z",
-        params={SETTINGS_KEY: {"instructions": "be brief", "metadata": {"k": "v"}}},
-    )
-    return base.evolve(**changes)
+    params = {SETTINGS_KEY: {"instructions": "be brief", "metadata": {"k": "v"}}}
+    return streaming_reply(**{"params": params, **changes})
 
 
 def _final(status: Status, **changes: Any) -> Message:
