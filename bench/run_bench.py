@@ -3,7 +3,7 @@
 `make bench` runs `.venv/bin/python bench/run_bench.py --bench ../shared/bench`. This
 driver checks what the harness needs (Go, nginx, the harness's own venv), then runs
 
-    python3 <bench>/run.py compare --peers project-native,nginx,naive \
+    python3 <bench>/run.py compare --peers project-native,project,nginx,naive \
         --scenarios latency,throughput,concurrency --reps N
 
 with `PROJECT_CMD` starting chatrelay from this checkout on a fresh SQLite database per
