@@ -51,8 +51,15 @@ EAGER_PIECES = 4
 # have: a tuple of its own per piece was 64 bytes of every event a generation holds, a
 # fifth of what a long answer keeps in memory per token (docs/performance.md).
 _SHARED_LENGTHS = 256
-_CONTENT_PIECES = tuple((PieceKind.CONTENT, n) for n in range(_SHARED_LENGTHS))
-_REASONING_PIECES = tuple((PieceKind.REASONING, n) for n in range(_SHARED_LENGTHS))
+_SHARED_PIECES = {
+    kind: tuple((kind, n) for n in range(_SHARED_LENGTHS))
+    for kind in (PieceKind.CONTENT, PieceKind.REASONING)
+}
+
+
+def _text_piece(kind: PieceKind, size: int) -> tuple[PieceKind, int]:
+    """The `(kind, size)` of a content or reasoning piece, shared when it is short."""
+    return _SHARED_PIECES[kind][size] if size < _SHARED_LENGTHS else (kind, size)
 
 
 class StopReason(StrEnum):
@@ -350,23 +357,13 @@ class Generation:
                 if delta.content:
                     piece = scrub_nul(delta.content)  # streamed exactly as it is stored
                     self._content.append(piece)
-                    size = len(piece)
-                    self._pieces.append(
-                        _CONTENT_PIECES[size]
-                        if size < _SHARED_LENGTHS
-                        else (PieceKind.CONTENT, size)
-                    )
+                    self._pieces.append(_text_piece(PieceKind.CONTENT, len(piece)))
                     topic.publish(EventKind.DELTA, text=piece)
                     self.dirty = True
                 if delta.reasoning:
                     piece = scrub_nul(delta.reasoning)
                     self._reasoning.append(piece)
-                    size = len(piece)
-                    self._pieces.append(
-                        _REASONING_PIECES[size]
-                        if size < _SHARED_LENGTHS
-                        else (PieceKind.REASONING, size)
-                    )
+                    self._pieces.append(_text_piece(PieceKind.REASONING, len(piece)))
                     topic.publish(EventKind.REASONING, text=piece)
                     self.dirty = True
                 if delta.tool_parts:

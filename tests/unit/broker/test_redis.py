@@ -19,25 +19,22 @@ from chatrelay.broker.redis import RedisBroker, redacted_url
 from chatrelay.errors import BadRequest
 from chatrelay.models import Message, PieceKind, Status, ToolCallHead
 from tests.conftest import require_redis
+from tests.fakes.messages import streaming_reply
 from tests.fakes.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 
 
 def _message(mid: str, **changes: object) -> Message:
-    base = Message(
-        id=mid,
-        conversation_id="conv_1",
-        tenant="acme",
-        seq=2,
-        role="assistant",
-        content="",
-        status=Status.STREAMING,
-        model="fake-model",
-        created_at="2026-12-02T10:00:00.000Z",
-        params={"temperature": 0.5},
-    )
-    return base.evolve(**changes)
+    base: dict[str, object] = {
+        "id": mid,
+        "conversation_id": "conv_1",
+        "tenant": "acme",
+        "model": "fake-model",
+        "created_at": "2026-12-02T10:00:00.000Z",
+        "params": {"temperature": 0.5},
+    }
+    return streaming_reply(**{**base, **changes})
 
 
 def _final(mid: str, text: str) -> Message:

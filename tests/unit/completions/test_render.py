@@ -7,16 +7,13 @@ from typing import Any
 
 from chatrelay.broker.event import EventKind, LogEvent
 from chatrelay.completions.render import CompletionEvents, CompletionRenderer, chunk_frames
-from chatrelay.models import ErrorPayload, Message, Status
+from chatrelay.models import ErrorPayload, Status
+from tests.fakes.messages import streaming_reply
 
-ASSISTANT = Message(
+ASSISTANT = streaming_reply(
     id="msg_01ABC",
     conversation_id="conv_1",
     tenant="acme",
-    seq=2,
-    role="assistant",
-    content="",
-    status=Status.STREAMING,
     model="model-ü",
     created_at="2026-12-02T00:50:30.123Z",
 )

@@ -20,13 +20,9 @@ from tests.fakes.messages import streaming_reply
 C, R = PieceKind.CONTENT, PieceKind.REASONING
 
 
-def _message(**changes: object) -> Message:
-    return streaming_reply(**changes)
-
-
 def _live_topic(pieces: list[tuple[PieceKind, str]], final: Message) -> MemoryTopic:
     topic = MemoryTopic(final.id)
-    topic.publish(EventKind.START, message=as_started(_message()))
+    topic.publish(EventKind.START, message=as_started(streaming_reply()))
     for kind, text in pieces:
         topic.publish(EventKind.DELTA if kind is C else EventKind.REASONING, text=text)
     topic.publish(terminal_kind(final), message=final)
@@ -36,7 +32,7 @@ def _live_topic(pieces: list[tuple[PieceKind, str]], final: Message) -> MemoryTo
 @pytest.mark.parametrize("status", [Status.COMPLETED, Status.CANCELLED, Status.FAILED])
 def test_rebuilt_events_equal_live_events(status: Status) -> None:
     pieces = [(R, "think "), (C, "Hé"), (C, "llo 👋"), (R, "more"), (C, "\n!")]
-    final = _message(
+    final = streaming_reply(
         content="Héllo 👋\n!",
         reasoning="think more",
         pieces=[(k, len(t)) for k, t in pieces],
@@ -53,7 +49,7 @@ def test_rebuilt_events_equal_live_events(status: Status) -> None:
 
 
 def test_checkpointed_message_rebuilds_without_terminal() -> None:
-    partial = _message(content="ab", pieces=[(C, 1), (C, 1)])
+    partial = streaming_reply(content="ab", pieces=[(C, 1), (C, 1)])
     rebuilt = events_from_message(partial)
     assert [e.kind for e in rebuilt] == ["start", "delta", "delta"]
     assert [e.id for e in rebuilt] == ["1", "2", "3"]
@@ -61,7 +57,7 @@ def test_checkpointed_message_rebuilds_without_terminal() -> None:
 
 
 def test_recovered_message_ends_at_an_id_no_live_stream_reaches() -> None:
-    recovered = _message(
+    recovered = streaming_reply(
         content="a",
         pieces=[(C, 1)],
         status=Status.INTERRUPTED,
@@ -73,7 +69,7 @@ def test_recovered_message_ends_at_an_id_no_live_stream_reaches() -> None:
 
 
 def test_an_error_event_without_a_recorded_error_names_the_status() -> None:
-    interrupted = _message(status=Status.INTERRUPTED, error=None)
+    interrupted = streaming_reply(status=Status.INTERRUPTED, error=None)
     end = events_from_message(interrupted)[-1]
     assert end.error == {"code": "interrupted", "message": "generation ended"}
 
